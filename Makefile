@@ -1,0 +1,29 @@
+# Quick start on a fresh Debian/Ubuntu machine with Python 3.10+:
+#   make test   install into .venv and run the whole test suite
+#   make sim    install into .venv and race the bundled model in the embedded simulator
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test sim bench lint clean
+
+$(STAMP): setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[laptop,test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q test
+
+lint: $(STAMP)
+	$(BIN)/python -m flake8 deepracer_nodes launch test
+
+bench: $(STAMP)
+	$(BIN)/deepracer bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

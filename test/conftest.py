@@ -1,0 +1,49 @@
+"""Shared test fixtures: real rclpy in a private context, isolated from other ROS graphs."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+# Each test session gets its own DDS domain and stays on this host, so two test runs on
+# one machine (or a car on the same network) never see each other's topics.
+os.environ.setdefault('ROS_DOMAIN_ID', str(1 + os.getpid() % 100))
+os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
+
+
+@pytest.fixture
+def ros_context():
+    """A private, initialised rclpy context, shut down after the test."""
+    import rclpy
+    from rclpy.context import Context
+
+    context = Context()
+    rclpy.init(context=context)
+    yield context
+    context.try_shutdown()
+
+
+@pytest.fixture
+def executor(ros_context):
+    """A multi-threaded executor on the private context; its nodes are destroyed after."""
+    from rclpy.executors import MultiThreadedExecutor
+
+    ex = MultiThreadedExecutor(num_threads=4, context=ros_context)
+    yield ex
+    for node in list(ex.get_nodes()):
+        ex.remove_node(node)
+        node.destroy_node()
+    ex.shutdown(timeout_sec=2.0)
+
+
+def spin_until(executor, condition, timeout_s: float = 10.0, step_s: float = 0.01) -> bool:
+    """Spin the executor until condition() is true or the deadline passes; return condition()."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        executor.spin_once(timeout_sec=step_s)
+    return bool(condition())

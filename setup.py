@@ -52,7 +52,9 @@ setup(
     install_requires=['setuptools'],
     extras_require={
         'laptop': PYPI_ROS + RUNTIME,
-        'test': ['pytest>=7', 'hypothesis>=6', 'onnx>=1.15', 'flake8'],
+        'test': ['pytest>=7', 'hypothesis>=6', 'onnx>=1.15', 'flake8',
+                 # colcon builds the package in a test exactly as on a car.
+                 'colcon-core', 'colcon-ros', 'colcon-python-setup-py'],
     },
     python_requires='>=3.10',
     zip_safe=True,

@@ -88,11 +88,22 @@ class Frames:
     odom: str = 'odom'
 
 
+@dataclass(frozen=True)
+class PwmLayout:
+    """Linux sysfs PWM as the DeepRacer wires it: ESC on channel 0, steering on 1, 50 Hz."""
+
+    sysfs_root: str = '/sys/class/pwm'
+    throttle_channel: int = 0
+    steering_channel: int = 1
+    period_ns: int = 20_000_000
+
+
 CAR = CarGeometry()
 CAMERA = CameraGeometry()
 MODEL_INPUT = ModelInput()
 TOPICS = Topics()
 FRAMES = Frames()
+PWM = PwmLayout()
 
 PACKAGE_NAME = 'deepracer_nodes'
 # Where the official device keeps its calibration (REFERENCE.md); read and written as is.

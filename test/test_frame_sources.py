@@ -186,8 +186,18 @@ def test_feed_resizes_to_the_model_input(tmp_path):
     assert numbers == [0, 1, 2, 0]
     feed.output_size = None
     assert feed.poll(1.0).frame.shape == (CAMERA.height, CAMERA.width, 3)
-    with pytest.raises(ValueError):
-        feed.output_size = (0, 120)
+    feed.output_size = (0, 0)
+    assert feed.output_size is None
+    with pytest.raises(ValueError, match='negative'):
+        feed.output_size = (-160, 120)
+
+
+@pytest.mark.parametrize('output, expected', [((160, 0), (160, 120)), ((0, 60), (80, 60)),
+                                              ((100, 100), (100, 100))])
+def test_feed_keeps_the_aspect_ratio_when_one_side_is_zero(output, expected):
+    feed = fs.CameraFeed(fs.SyntheticSource(640, 480, realtime=False), output_size=output)
+    frame = feed.poll(0.0).frame
+    assert (frame.shape[1], frame.shape[0]) == expected
 
 
 def poll_for(feed: fs.CameraFeed, start_s: float, stop_s: float, step_s: float):

@@ -17,7 +17,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -431,6 +431,8 @@ class FeedResult:
 
     frame: np.ndarray | None = None
     events: list[FeedEvent] = field(default_factory=list)
+    # What stamp_clock returned right after the frame was read: its capture time.
+    stamp: Any = None
 
 
 class CameraFeed:
@@ -456,23 +458,37 @@ class CameraFeed:
 
     @property
     def output_size(self) -> tuple[int, int] | None:
-        """(width, height) frames are resized to, or None to keep the capture size."""
+        """(width, height) frames are resized to, or None to keep the capture size.
+
+        A 0 on one side keeps the capture's aspect ratio, e.g. (160, 0) on 640x480 frames
+        gives 160x120; (0, 0) is the same as None.
+        """
         return self._output_size
 
     @output_size.setter
     def output_size(self, size: tuple[int, int] | None) -> None:
         if size is not None:
-            _check_size(*size)
+            width, height = size
+            if width < 0 or height < 0:
+                raise ValueError(f'output size must not be negative, got {width}x{height}')
+            if width == height == 0:
+                size = None
         self._output_size = size
 
-    def poll(self, now_s: float) -> FeedResult:
-        """Read one frame, reopening the source first if it is down and a retry is due."""
+    def poll(self, now_s: float, stamp_clock: Callable[[], Any] | None = None) -> FeedResult:
+        """Read one frame, reopening the source first if it is down and a retry is due.
+
+        stamp_clock, when given, is called right after the read returns (before the
+        resize), so result.stamp is the capture time on the caller's clock.
+        """
         result = FeedResult()
         if self.state == ENDED:
             return result
         if self.state != STREAMING and not self._try_open(now_s, result):
             return result
         frame = self.source.read()
+        if stamp_clock is not None:
+            result.stamp = stamp_clock()
         if frame is None:
             self._on_failure(now_s, result)
             return result
@@ -520,11 +536,18 @@ class CameraFeed:
         self._next_attempt_s = now_s + self.reconnect_interval_s
 
     def _resize(self, frame: np.ndarray) -> np.ndarray:
-        size = self._output_size
-        if size is None or (frame.shape[1], frame.shape[0]) == size:
+        if self._output_size is None:
+            return frame
+        frame_height, frame_width = frame.shape[:2]
+        width, height = self._output_size
+        if not width:
+            width = max(1, round(height * frame_width / frame_height))
+        elif not height:
+            height = max(1, round(width * frame_height / frame_width))
+        if (width, height) == (frame_width, frame_height):
             return frame
         # INTER_AREA averages the source pixels: no aliasing when shrinking 640x480 to 160x120.
-        return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+        return cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from sensor_msgs.msg import CameraInfo, Image
 from deepracer_nodes.camera_node import PARAMETERS, READ_ONLY_PARAMETERS, CameraNode
 from deepracer_nodes.core import frame_sources
 from deepracer_nodes.core.spec import CAMERA, FRAMES, MODEL_INPUT, TOPICS
-from deepracer_nodes.ros_conversions import image_to_raw, stamp_to_ns
 from deepracer_nodes.core.images import to_array
+from deepracer_nodes.ros_conversions import image_to_raw, stamp_to_ns
 
 CONFIG = Path(__file__).resolve().parent.parent / 'config' / 'camera.yaml'
 
@@ -174,6 +174,13 @@ def test_parameters_are_checked_and_applied_while_running(executor, ros_context)
     assert spin_until(executor, resized, timeout_s=5.0)
     assert probe.infos and spin_until(
         executor, lambda: (probe.infos[-1].width, probe.infos[-1].height) == (32, 24), 5.0)
+
+    assert node.set_parameters([Parameter('fps', value=8.0)])[0].successful
+    slowed_from = time.monotonic() + 0.3  # the new period starts after the current one
+    assert spin_until(executor, lambda: len(probe.images_since(slowed_from)) >= 6, 10.0)
+    stamps = [stamp_to_ns(m.header.stamp) * 1e-9 for m in probe.images_since(slowed_from)]
+    gaps = sorted(b - a for a, b in zip(stamps, stamps[1:]))
+    assert 0.09 <= gaps[len(gaps) // 2] <= 0.2, gaps  # 8 fps: 125 ms between captures
 
 
 def test_a_source_that_names_nothing_stops_the_start(ros_context):

@@ -146,8 +146,15 @@ def test_make_source_rejects_bad_settings(options):
 def test_missing_v4l2_device_is_a_clear_error():
     with pytest.raises(fs.FrameSourceError, match='/dev/video97.*no such device'):
         fs.V4L2Camera('/dev/video97').open()
-    with pytest.raises(fs.FrameSourceError, match='V4L2 camera 97.*cannot open'):
+    with pytest.raises(fs.FrameSourceError, match='V4L2 camera 97.*no such device /dev/video97'):
         fs.V4L2Camera(97).open()
+
+
+def test_a_file_that_is_not_a_capture_device_is_a_clear_error(tmp_path):
+    not_a_camera = tmp_path / 'video0'
+    not_a_camera.write_bytes(b'')
+    with pytest.raises(fs.FrameSourceError, match='cannot open'):
+        fs.V4L2Camera(str(not_a_camera)).open()
 
 
 def test_auto_reports_every_device_it_tried(tmp_path):
@@ -164,7 +171,8 @@ def test_auto_reports_every_device_it_tried(tmp_path):
 
 @pytest.mark.skipif(bool(glob.glob('/dev/video*')), reason='this machine has a camera')
 def test_auto_without_any_camera_is_a_clear_error():
-    with pytest.raises(fs.FrameSourceError, match='no working camera found'):
+    assert fs.camera_candidates() == []
+    with pytest.raises(fs.FrameSourceError, match=r'no working camera found \(no /dev/video'):
         fs.open_source('auto')
 
 

@@ -26,8 +26,6 @@ from deepracer_nodes.core.spec import CAMERA, CameraGeometry
 
 VIDEO_EXTENSIONS = ('.avi', '.mp4', '.mkv', '.mov', '.webm', '.mjpg', '.mjpeg')
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
-# Indices tried by 'auto' when no /dev/video* node is visible (e.g. in a container).
-AUTO_PROBE_INDICES = 4
 _DEVICE_PATH = re.compile(r'^/dev/video(\d+)$')
 
 
@@ -118,8 +116,11 @@ class V4L2Camera(FrameSource):
 
     def open(self) -> None:
         self.close()
-        if isinstance(self.device, str) and not os.path.exists(self.device):
-            raise FrameSourceError(f'{self.description}: no such device {self.device}')
+        # V4L2 index N is /dev/videoN: checking the node first gives a clear error
+        # without OpenCV's warnings, which would otherwise repeat at every retry.
+        node = self.device if isinstance(self.device, str) else f'/dev/video{self.device}'
+        if not os.path.exists(node):
+            raise FrameSourceError(f'{self.description}: no such device {node}')
         capture = cv2.VideoCapture(self.device, cv2.CAP_V4L2)
         if not capture.isOpened():
             capture.release()
@@ -147,11 +148,13 @@ class V4L2Camera(FrameSource):
 
 
 def camera_candidates() -> list[str | int]:
-    """Devices 'auto' tries, in order: /dev/video* by number, else indices 0..N-1."""
+    """Devices 'auto' tries, in order: /dev/video0, /dev/video1, ...
+
+    Under V4L2 a camera index N is the node /dev/videoN, so listing the nodes covers
+    every index without opening devices that do not exist.
+    """
     paths = [p for p in glob.glob('/dev/video*') if _DEVICE_PATH.match(p)]
-    if paths:
-        return sorted(paths, key=lambda p: int(_DEVICE_PATH.match(p).group(1)))
-    return list(range(AUTO_PROBE_INDICES))
+    return sorted(paths, key=lambda p: int(_DEVICE_PATH.match(p).group(1)))
 
 
 class AutoCamera(FrameSource):
@@ -190,8 +193,8 @@ class AutoCamera(FrameSource):
             self._camera, self._first_frame = camera, frame
             self.description = camera.description
             return
-        raise FrameSourceError('no working camera found'
-                               + (': ' + '; '.join(tried) if tried else ' (no devices)'))
+        reasons = ': ' + '; '.join(tried) if tried else ' (no /dev/video* device)'
+        raise FrameSourceError('no working camera found' + reasons)
 
     def read(self) -> np.ndarray | None:
         if self._first_frame is not None:  # the probe's frame is fresh: use it

@@ -12,6 +12,7 @@ with exported=() the channel folders only appear if the test creates them
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 from deepracer_nodes.core import spec
@@ -52,7 +53,15 @@ def chip_dir(root: Path, chip: int = 0) -> Path:
 
 
 def read_value(root: Path, channel: int, name: str, chip: int = 0) -> str:
-    return (chip_dir(root, chip) / f'pwm{channel}' / name).read_text().strip()
+    """A channel attribute. A regular file is truncated then written (sysfs is not), so a
+    read racing a write from another thread can see it empty for a moment: read again."""
+    path = chip_dir(root, chip) / f'pwm{channel}' / name
+    for _ in range(1000):
+        text = path.read_text().strip()
+        if text:
+            return text
+        time.sleep(0.0005)
+    return text
 
 
 def duty_ns(root: Path, channel: int, chip: int = 0) -> int:

@@ -15,10 +15,12 @@ Every function sanitises its input: NaN or inf gives neutral (0), huge values ar
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 from deepracer_nodes.core import spec
 from deepracer_nodes.core.calibration import Calibration
+from deepracer_nodes.core.pwm import PwmBackend
 
 # Below this forward speed the steering angle of a Twist is undefined (a car cannot
 # turn on the spot), so it is taken as straight ahead.
@@ -138,3 +140,81 @@ def duties_to_drive(duties: Duties, calibration: Calibration) -> tuple[float, fl
     steering = calibration.steering.ratio_from_duty(duties.steering_ns)
     speed = speed_from_throttle(throttle, calibration.max_speed_mps, calibration.max_speed_scale)
     return speed, steering_angle_from_ratio(steering)
+
+
+class DriveOutputs:
+    """The throttle and steering channels of a PWM backend, seen through a calibration.
+
+    Every duty cycle goes through the calibration's clamp just before it is
+    written, so nothing outside [min, max] of the current calibration reaches the
+    backend, whatever the caller passes. Thread-safe: the node's command callbacks
+    and its watchdog run on different threads.
+    """
+
+    def __init__(self, backend: PwmBackend, calibration: Calibration,
+                 throttle_channel: int = spec.PWM.throttle_channel,
+                 steering_channel: int = spec.PWM.steering_channel) -> None:
+        self.backend = backend
+        self.throttle_channel = throttle_channel
+        self.steering_channel = steering_channel
+        self._calibration = calibration
+        self.lock = threading.RLock()
+
+    @property
+    def calibration(self) -> Calibration:
+        return self._calibration
+
+    @property
+    def duties(self) -> Duties | None:
+        """The duty cycles last written, None before both channels were written."""
+        throttle = self.backend.last_duty(self.throttle_channel)
+        steering = self.backend.last_duty(self.steering_channel)
+        if throttle is None or steering is None:
+            return None
+        return Duties(throttle, steering)
+
+    def drive(self, speed_mps: float, steering_angle_rad: float) -> bool:
+        """Write the duty cycles for a drive command; True if any channel changed."""
+        with self.lock:
+            return self.write(drive_to_duties(speed_mps, steering_angle_rad, self._calibration))
+
+    def drive_ratios(self, throttle_ratio: float, steering_ratio_: float) -> bool:
+        """Raw ratios in [-1, 1], bypassing the speed curve and the max-speed scale."""
+        with self.lock:
+            calibration = self._calibration
+            return self.write(Duties(calibration.throttle.duty_ns(throttle_ratio),
+                                     calibration.steering.duty_ns(steering_ratio_)))
+
+    def neutral(self) -> bool:
+        """Throttle at neutral, steering centred."""
+        with self.lock:
+            return self.write(neutral_duties(self._calibration))
+
+    def write(self, duties: Duties) -> bool:
+        """Write duty cycles, each clamped into the current calibration's range."""
+        with self.lock:
+            calibration = self._calibration
+            # Throttle first: a stop must never wait behind the steering write.
+            changed = self.backend.write(self.throttle_channel,
+                                         calibration.throttle.clamp_ns(duties.throttle_ns))
+            changed |= self.backend.write(self.steering_channel,
+                                          calibration.steering.clamp_ns(duties.steering_ns))
+            return changed
+
+    def set_calibration(self, calibration: Calibration) -> bool:
+        """Switch calibration; the duty cycles held are clamped into its range at once.
+
+        Returns True if that changed an output. The caller decides whether the car
+        should go to neutral under the new calibration.
+        """
+        with self.lock:
+            self._calibration = calibration
+            return self.write(self.duties or neutral_duties(calibration))
+
+    def ratios(self) -> tuple[float, float] | None:
+        """(throttle, steering) ratios of the duty cycles last written."""
+        duties = self.duties
+        if duties is None:
+            return None
+        return (self._calibration.throttle.ratio_from_duty(duties.throttle_ns),
+                self._calibration.steering.ratio_from_duty(duties.steering_ns))

@@ -6,6 +6,7 @@ import glob
 import math
 import time
 
+import cv2
 import media
 import numpy as np
 import pytest
@@ -291,6 +292,34 @@ def test_feed_reports_the_end_of_a_non_looping_file_once(tmp_path):
     frames, events = poll_for(feed, 0.0, 3.0, 0.1)
     assert frames == [0, 1]
     assert [e.kind for e in events] == ['opened', 'ended'] and feed.state == fs.ENDED
+
+
+def test_feed_treats_driver_errors_as_a_lost_source():
+    class FlakyDriver(fs.SyntheticSource):
+        """The pattern, but OpenCV raises on the third read and on the first reopen."""
+
+        reads = opens = 0
+
+        def open(self):
+            FlakyDriver.opens += 1
+            if FlakyDriver.opens == 2:
+                raise cv2.error('VIDIOC_STREAMON: No such device')
+            super().open()
+
+        def read(self):
+            FlakyDriver.reads += 1
+            if FlakyDriver.reads == 3:
+                raise cv2.error('select() timeout')
+            return super().read()
+
+    feed = fs.CameraFeed(FlakyDriver(32, 24, realtime=False), reconnect_interval_s=1.0)
+    got, events = [], []
+    for tick in range(40):
+        result = feed.poll(tick * 0.1)
+        got.append(result.frame is not None)
+        events += [e.kind for e in result.events]
+    assert events == ['opened', 'lost', 'back']
+    assert got[:2] == [True, True] and not any(got[2:22]) and all(got[22:])
 
 
 def test_feed_rejects_a_non_positive_reconnect_interval():

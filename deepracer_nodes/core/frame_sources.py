@@ -489,7 +489,10 @@ class CameraFeed:
             return result
         if self.state != STREAMING and not self._try_open(now_s, result):
             return result
-        frame = self.source.read()
+        try:
+            frame = self.source.read()
+        except (cv2.error, OSError):
+            frame = None  # a driver error is a lost camera, never a crashed node
         if stamp_clock is not None:
             result.stamp = stamp_clock()
         if frame is None:
@@ -506,7 +509,7 @@ class CameraFeed:
             return False
         try:
             self.source.open()
-        except FrameSourceError as error:
+        except (FrameSourceError, cv2.error, OSError) as error:
             self._next_attempt_s = now_s + self.reconnect_interval_s
             if self.state == CONNECTING and self._down_since_s is None:
                 self._down_since_s = now_s

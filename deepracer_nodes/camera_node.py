@@ -126,8 +126,10 @@ class CameraNode(Node):
         self._diag_frames, self._diag_time = 0, time.monotonic()
         self._camera_infos: dict[tuple[int, int], CameraInfo] = {}
 
-        qos = QoSProfile(history=qos_profile_sensor_data.history,
-                         depth=self.get_parameter('qos_depth').value,
+        depth = self.get_parameter('qos_depth').value
+        if depth < 1:
+            raise ValueError(f'qos_depth must be at least 1, got {depth}')
+        qos = QoSProfile(history=qos_profile_sensor_data.history, depth=depth,
                          reliability=qos_profile_sensor_data.reliability,
                          durability=qos_profile_sensor_data.durability)
         self._image_publisher = self.create_publisher(

@@ -189,6 +189,12 @@ def test_a_source_that_names_nothing_stops_the_start(ros_context):
                    parameter_overrides=[Parameter('source', value='webcam')])
 
 
+def test_a_queue_depth_below_one_stops_the_start(ros_context):
+    with pytest.raises(ValueError, match='qos_depth'):
+        CameraNode(context=ros_context, parameter_overrides=[
+            Parameter('source', value='synthetic'), Parameter('qos_depth', value=0)])
+
+
 def test_main_exits_with_an_error_for_a_bad_source():
     completed = subprocess.run(
         [sys.executable, '-m', 'deepracer_nodes.camera_node',

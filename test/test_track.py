@@ -51,7 +51,7 @@ def test_locate_on_bottom_edge(rectangle):
     position = rectangle.locate(3.1, 0.2)
     assert position.arc_length_m == pytest.approx(3.1)
     assert position.distance_from_center_m == pytest.approx(0.2)
-    assert position.is_left_of_center
+    assert position.is_left_of_center is True
     assert position.closest_point == pytest.approx((3.1, 0.0))
     assert position.track_heading_rad == pytest.approx(0.0)
     assert position.closest_waypoints(rectangle.waypoint_count) == (6, 7)

@@ -122,13 +122,13 @@ class Track:
         ey = dy - t * self._seg_vector[:, 1]
         i = int(np.argmin(ex * ex + ey * ey))
         ti = float(t[i])
-        vx, vy = self._seg_vector[i]
+        vx, vy = (float(v) for v in self._seg_vector[i])
         cross = vx * float(dy[i]) - vy * float(dx[i])
         return TrackPosition(
             segment=i,
             arc_length_m=float(self._arc[i] + ti * self._seg_length[i]),
             distance_from_center_m=math.hypot(float(ex[i]), float(ey[i])),
-            is_left_of_center=cross > 0.0,
+            is_left_of_center=bool(cross > 0.0),
             closest_point=(float(self._seg_start[i, 0] + ti * vx),
                            float(self._seg_start[i, 1] + ti * vy)),
             track_heading_rad=float(self._seg_heading[i]))

@@ -232,3 +232,19 @@ def test_sample_frames_command(tmp_path, capsys):
 def test_bad_texture_resolution(loop):
     with pytest.raises(ValueError, match='metres_per_px'):
         GroundTexture(loop, metres_per_px=0.0)
+
+
+def test_clockwise_route_with_swapped_borders_renders_the_same_mat(loop):
+    """Outside files may list the loop clockwise and call either border 'inner'."""
+    from deepracer_nodes.sim.track import Track
+
+    swapped = Track(loop.waypoints[::-1], loop.outer[::-1], loop.inner[::-1])
+    look = Appearance(grain=0.0, start_line=False)
+    a = GroundTexture(loop, look, metres_per_px=0.02).levels[0]
+    swapped_texture = GroundTexture(swapped, look, metres_per_px=0.02)
+    b = swapped_texture.levels[0]
+    # Same road, borders and floor; only the dash phase may differ.
+    differing = (np.abs(a.astype(int) - b).max(axis=2) > 40).mean()
+    assert differing < 0.01
+    infield = swapped_texture.world_to_pixel(np.array([[3.0, 2.0]]))[0].round().astype(int)
+    np.testing.assert_array_equal(b[infield[1], infield[0]], look.floor)

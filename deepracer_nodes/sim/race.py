@@ -265,14 +265,15 @@ class ExpertDriver:
         self.track = track
         self.config = config
         self.car = car
-        self._speed_profile = _speed_profile(track, config)
+        profile = _speed_profile(track, config)
+        # Closed for interpolation: the last waypoint blends back into the first.
+        self._profile_arcs = np.append(track.waypoint_arc_lengths, track.length_m)
+        self._profile_speeds = np.append(profile, profile[0])
 
     def target_speed(self, arc_m: float) -> float:
         """Speed profile value (m/s) at an arc length, linearly interpolated."""
-        arcs = np.append(self.track.waypoint_arc_lengths, self.track.length_m)
-        speeds = np.append(self._speed_profile, self._speed_profile[0])
-        return float(np.interp(math.fmod(arc_m, self.track.length_m) % self.track.length_m,
-                               arcs, speeds))
+        return float(np.interp(arc_m % self.track.length_m, self._profile_arcs,
+                               self._profile_speeds))
 
     def command(self, x: float, y: float, yaw: float,
                 speed_mps: float = 0.0) -> tuple[float, float]:

@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[laptop,test]'
+	$(BIN)/pip install --quiet -e '.[laptop,sim,test]'
 	touch $(STAMP)
 
 install: $(STAMP)

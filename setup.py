@@ -52,6 +52,12 @@ setup(
     install_requires=['setuptools'],
     extras_require={
         'laptop': PYPI_ROS + RUNTIME,
+        # Simulation results: plots and a progress bar.
+        'sim': ['matplotlib>=3.7', 'tqdm>=4.60'],
+        # Training on CPU: the CPU build of PyTorch (other versions pull GBs of CUDA).
+        'train': ['torch==2.13.0'],
+        # Converting DeepRacer console models (TensorFlow frozen graphs) to ONNX: 1.6 GB.
+        'convert': ['tensorflow-cpu', 'tf2onnx'],
         'test': ['pytest>=7', 'hypothesis>=6', 'onnx>=1.15', 'flake8',
                  # colcon builds the package in a test exactly as on a car.
                  'colcon-core', 'colcon-ros', 'colcon-python-setup-py'],

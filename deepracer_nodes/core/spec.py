@@ -111,3 +111,5 @@ DEEPRACER_CALIBRATION_FILE = '/opt/aws/deepracer/calibration.json'
 # Where the official device keeps models; searched after our own models folder.
 DEEPRACER_MODELS_DIR = '/opt/aws/deepracer/artifacts'
 WATCHDOG_TIMEOUT_S = 0.25
+# The model shipped in models/<name>/ and driven by `make sim` and the car launch file.
+BUNDLED_MODEL = 'centerline_v1'

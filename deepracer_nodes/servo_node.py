@@ -32,7 +32,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Twist, TwistStamped
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -45,8 +45,9 @@ from deepracer_nodes.ros_conversions import stamp_to_ns
 
 NODE_NAME = 'servo_node'
 BACKENDS = ('sysfs', 'sim')
-# Commands: newest wins; best effort accepts both reliable and best-effort publishers.
-COMMAND_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+# Commands: a short queue (the newest matters); best effort accepts both reliable and
+# best-effort publishers.
+COMMAND_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
                          reliability=ReliabilityPolicy.BEST_EFFORT)
 LATENCY_WINDOW = 1000
 WATCHDOG_CHECKS_PER_TIMEOUT = 10
@@ -125,7 +126,7 @@ class ServoNode(Node):
                                  self._on_auto_cmd_vel, COMMAND_QOS)
         self.create_subscription(Twist, spec.TOPICS.cmd_vel, self._on_cmd_vel, COMMAND_QOS)
         self.create_service(SetBool, spec.TOPICS.servo_enable, self._on_enable)
-        # Its own group: with a multi-threaded executor busy callbacks cannot starve it.
+        # Its own group: composed in a multi-threaded executor, busy callbacks cannot block it.
         self._watchdog_group = MutuallyExclusiveCallbackGroup()
         self._watchdog_timer = self._create_watchdog_timer()
         self.create_timer(DIAGNOSTICS_PERIOD_S, self._on_diagnostics_timer)
@@ -442,8 +443,10 @@ def main(args: list[str] | None = None) -> None:
     node = None
     try:
         node = ServoNode()
-        # Two threads: the watchdog's callback group runs beside the command callbacks.
-        executor = MultiThreadedExecutor(num_threads=2)
+        # Single-threaded on purpose: rclpy's MultiThreadedExecutor drops most commands above
+        # ~200/s here (ros2/rclpy#1223, #1452), while every callback of this node takes tens
+        # of microseconds, so the watchdog timer is served between them within its period.
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):

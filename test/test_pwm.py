@@ -125,13 +125,40 @@ def test_duty_beyond_the_period_is_refused(tmp_path):
 
 def test_write_failure_is_a_pwm_error_and_keeps_no_false_state(tmp_path):
     root = sysfs_tree.make_pwm_tree(tmp_path)
-    backend = SysfsPwm(root=root)
     duty_file = root / 'pwmchip0' / 'pwm1' / 'duty_cycle'
     duty_file.unlink()
-    duty_file.mkdir()  # writing now fails with EISDIR
-    with pytest.raises(PwmError, match='cannot write .*duty_cycle'):
+    duty_file.symlink_to('/dev/full')  # every write fails with ENOSPC, like a dead device
+    backend = SysfsPwm(root=root)
+    with pytest.raises(PwmError, match='cannot write 1450000 to .*duty_cycle: No space'):
         backend.write(STEERING, 1_450_000)
     assert backend.last_duty(STEERING) is None
+
+
+def test_unopenable_duty_file_is_a_clear_error(tmp_path):
+    root = sysfs_tree.make_pwm_tree(tmp_path)
+    duty_file = root / 'pwmchip0' / 'pwm1' / 'duty_cycle'
+    duty_file.unlink()
+    duty_file.mkdir()
+    with pytest.raises(PwmError, match=r'cannot open .*pwm1/duty_cycle'):
+        SysfsPwm(root=root)
+
+
+def test_shorter_value_replaces_a_longer_one(tmp_path):
+    root = sysfs_tree.make_pwm_tree(tmp_path)
+    backend = SysfsPwm(root=root)
+    backend.write(STEERING, 1_450_000)
+    backend.write(STEERING, 999_999)
+    assert sysfs_tree.duty_ns(root, STEERING) == 999_999
+    backend.write(STEERING, 1_000_001)
+    assert sysfs_tree.duty_ns(root, STEERING) == 1_000_001
+
+
+def test_closed_backend_refuses_writes(tmp_path):
+    root = sysfs_tree.make_pwm_tree(tmp_path)
+    backend = SysfsPwm(root=root)
+    backend.close()
+    with pytest.raises(PwmError, match='closed'):
+        backend.write(STEERING, 1_450_000)
 
 
 def test_unknown_channel_is_refused():

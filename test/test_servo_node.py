@@ -445,3 +445,58 @@ def test_config_file_sets_only_declared_parameters(executor, ros_context, tmp_pa
     h = Harness(executor, ros_context, tmp_path, pwm_root, **parameters)
     for name, value in parameters.items():
         assert h.node.get_parameter(name).value == value
+
+
+def test_process_drives_then_stops_at_neutral_on_sigint(executor, ros_context, tmp_path,
+                                                        pwm_root):
+    """main() as a real process: start stopped, drive when enabled, neutral and off on Ctrl-C."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import rclpy
+    command = [sys.executable, '-m', 'deepracer_nodes.servo_node', '--ros-args',
+               '-p', f'pwm_root:={pwm_root}', '-p', f'calibration_file:={tmp_path / "c.json"}']
+    process = subprocess.Popen(command, env=dict(os.environ), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        client_node = rclpy.create_node('servo_process_client', context=ros_context)
+        executor.add_node(client_node)
+        publisher = client_node.create_publisher(Twist, spec.TOPICS.cmd_vel, 10)
+        enable = client_node.create_client(SetBool, spec.TOPICS.servo_enable)
+        assert spin_until(executor, lambda: enable.service_is_ready()
+                          and publisher.get_subscription_count() > 0, 30.0)
+        assert sysfs_tree.enabled(pwm_root, THROTTLE)
+        assert (sysfs_tree.duty_ns(pwm_root, THROTTLE),
+                sysfs_tree.duty_ns(pwm_root, STEERING)) == NEUTRAL
+        future = enable.call_async(SetBool.Request(data=True))
+        assert spin_until(executor, future.done, 10.0) and future.result().success
+        expected = drive_duties(2.0, 0.2)
+        msg = Twist()
+        msg.linear.x, msg.angular.z = drive.drive_to_twist(2.0, 0.2)
+
+        def driving():
+            return (sysfs_tree.duty_ns(pwm_root, THROTTLE),
+                    sysfs_tree.duty_ns(pwm_root, STEERING)) == expected
+
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and not driving():
+            publisher.publish(msg)
+            spin_until(executor, driving, 0.05)
+        assert driving()
+        # Keep commanding while the process is interrupted: shutdown must still end neutral.
+        process.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 10.0
+        while process.poll() is None and time.monotonic() < deadline:
+            publisher.publish(msg)
+            spin_until(executor, lambda: False, 0.02)
+        output = process.communicate(timeout=10.0)[0]
+        assert process.returncode == 0, output
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert (sysfs_tree.duty_ns(pwm_root, THROTTLE),
+            sysfs_tree.duty_ns(pwm_root, STEERING)) == NEUTRAL
+    assert not sysfs_tree.enabled(pwm_root, THROTTLE)
+    assert not sysfs_tree.enabled(pwm_root, STEERING)

@@ -114,9 +114,8 @@ def find_pwm_chip(root: str | os.PathLike[str], min_channels: int = 2) -> Path:
                    if (m := _CHIP_NAME.match(p.name)))
     seen = []
     for _, chip in chips:
-        try:
-            npwm = int((chip / 'npwm').read_text().strip())
-        except (OSError, ValueError):
+        npwm = SysfsPwm._read_int(chip / 'npwm')
+        if npwm is None:
             continue
         seen.append(f'{chip.name} (npwm={npwm})')
         if npwm >= min_channels:
@@ -151,6 +150,16 @@ class SysfsPwm(PwmBackend):
         for channel in self.channels:
             self._export(channel, export_timeout_s)
             self._set_period(channel)
+        # duty_cycle stays open: a command costs one pwrite, not an open/write/close.
+        self._duty_files: dict[int, int] = {}
+        self._duty_lengths: dict[int, int] = {}
+        try:
+            for channel in self.channels:
+                self._duty_files[channel] = self._open_for_writing(
+                    self.channel_path(channel) / 'duty_cycle')
+        except PwmError:
+            self.close()
+            raise
 
     def channel_path(self, channel: int) -> Path:
         return self.chip_path / f'pwm{channel}'
@@ -190,7 +199,38 @@ class SysfsPwm(PwmBackend):
     def _write_duty(self, channel: int, duty_ns: int) -> None:
         if not 0 <= duty_ns <= self.period_ns:
             raise PwmError(f'duty cycle {duty_ns} ns outside the period {self.period_ns} ns')
-        self._write_file(self.channel_path(channel) / 'duty_cycle', str(duty_ns))
+        fd = self._duty_files.get(channel)
+        if fd is None:
+            raise PwmError(f'channel {channel} of {self.chip_path} is closed')
+        data = str(duty_ns).encode('ascii')
+        try:
+            # sysfs takes each write whole whatever the offset; offset 0 and the truncate keep
+            # a plain file (a test tree) holding exactly the last value too.
+            os.pwrite(fd, data, 0)
+            if len(data) < self._duty_lengths.get(channel, 0):
+                os.ftruncate(fd, len(data))
+        except OSError as error:
+            path = self.channel_path(channel) / 'duty_cycle'
+            raise PwmError(f'cannot write {duty_ns} to {path}: {error.strerror}') from None
+        self._duty_lengths[channel] = len(data)
+
+    def close(self) -> None:
+        for fd in self._duty_files.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._duty_files.clear()
+
+    @staticmethod
+    def _open_for_writing(path: Path) -> int:
+        try:
+            return os.open(path, os.O_WRONLY)
+        except PermissionError as error:
+            raise PwmError(f'no permission to write {path}: run as root or add a udev rule '
+                           f'giving your group access to the PWM ({error.strerror})') from None
+        except OSError as error:
+            raise PwmError(f'cannot open {path}: {error.strerror}') from None
 
     def _set_enabled(self, enabled: bool) -> None:
         for channel in self.channels:
@@ -199,7 +239,9 @@ class SysfsPwm(PwmBackend):
     @staticmethod
     def _read_int(path: Path) -> int | None:
         try:
-            return int(path.read_text().strip())
+            with open(path, 'rb') as handle:
+                # Attributes are short; a bounded read never hangs on a character device.
+                return int(handle.read(64).strip())
         except (OSError, ValueError):
             return None
 

@@ -245,6 +245,11 @@ class CameraNode(Node):
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics_publisher.publish(array)
 
+    @property
+    def frames_published(self) -> int:
+        with self._lock:
+            return self._frames_published
+
     def destroy_node(self) -> None:
         self._capture_timer.cancel()
         with self._capture_lock:  # a read in flight ends within one frame period

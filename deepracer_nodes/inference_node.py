@@ -88,19 +88,19 @@ class LoadedModel:
     policy: Policy
 
 
-class _Statistics:
+class FrameStatistics:
     """Per-frame counters and latency windows, shared by the frame and diagnostics threads."""
 
-    def __init__(self) -> None:
+    def __init__(self, window: int = LATENCY_WINDOW) -> None:
         self.lock = threading.Lock()
         self.processed = 0
         self.dropped = 0
         self.rejected_images = 0
         self.inference_errors = 0
         self.unstamped = 0
-        self.inference_s: deque[float] = deque(maxlen=LATENCY_WINDOW)
-        self.stamp_to_publish_s: deque[float] = deque(maxlen=LATENCY_WINDOW)
-        self.overhead_s: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self.inference_s: deque[float] = deque(maxlen=window)
+        self.stamp_to_publish_s: deque[float] = deque(maxlen=window)
+        self.overhead_s: deque[float] = deque(maxlen=window)
         self.last_sequence: int | None = None
 
     def count_sequence(self, sequence: int | None) -> None:
@@ -110,6 +110,11 @@ class _Statistics:
         if self.last_sequence is not None and sequence > self.last_sequence + 1:
             self.dropped += sequence - self.last_sequence - 1
         self.last_sequence = sequence
+
+    def inference_samples_s(self) -> list[float]:
+        """The raw onnxruntime times (session.run) of the frames in the window, oldest first."""
+        with self.lock:
+            return list(self.inference_s)
 
 
 def _percentiles_ms(samples: deque[float], *quantiles: float) -> list[str]:
@@ -122,14 +127,15 @@ def _percentiles_ms(samples: deque[float], *quantiles: float) -> list[str]:
 class InferenceNode(Node):
     """Drives with the newest camera frame through the loaded model."""
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, latency_window: int = LATENCY_WINDOW, **kwargs) -> None:
+        """latency_window: frames kept for the percentiles (a benchmark keeps a whole run)."""
         super().__init__('inference_node', **kwargs)
         for name, (default, description) in PARAMETERS.items():
             self.declare_parameter(name, default, ParameterDescriptor(description=description))
         for name, (default, description) in READ_ONLY_PARAMETERS.items():
             self.declare_parameter(name, default, ParameterDescriptor(
                 description=description + ' (set at start only)', read_only=True))
-        self._stats = _Statistics()
+        self._stats = FrameStatistics(latency_window)
         self._swap_lock = threading.Lock()  # one load at a time (parameter vs reload service)
         self._loaded: LoadedModel | None = None
         self._last_swap = 'none yet'
@@ -341,6 +347,11 @@ class InferenceNode(Node):
     def loaded_model(self) -> LoadedModel | None:
         """The model driving now (None when idle)."""
         return self._loaded
+
+    @property
+    def statistics(self) -> FrameStatistics:
+        """Frame counters and latency windows (read them under statistics.lock)."""
+        return self._stats
 
     @property
     def frames_dropped(self) -> int:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import threading
 import time
 from collections import deque
@@ -53,6 +54,24 @@ LATENCY_WINDOW = 1000
 WATCHDOG_CHECKS_PER_TIMEOUT = 10
 MAX_WATCHDOG_TIMEOUT_S = 2.0
 DIAGNOSTICS_PERIOD_S = 1.0
+# How often the calibration file is checked for changes made by another program.
+FILE_CHECK_PERIOD_S = 1.0
+DEFAULT_CALIBRATION_TIMEOUT_S = 1.0
+MAX_CALIBRATION_TIMEOUT_S = 10.0
+RAW_TARGET_PARAMETERS = ('calibration_mode', 'calibration_throttle', 'calibration_steering')
+_CHANNEL_FIELD_TEXT = {
+    'min_ns': 'duty cycle (ns) for ratio -1 (before polarity)',
+    'mid_ns': 'duty cycle (ns) at neutral / centre',
+    'max_ns': 'duty cycle (ns) for ratio +1 (before polarity)',
+    'polarity': '1, or -1 to reverse the direction',
+}
+CALIBRATION_DESCRIPTIONS = {
+    **{f'{channel}_{field}': f'{channel} calibration: {text}; saved to calibration_file'
+       for channel in cal.CHANNELS for field, text in _CHANNEL_FIELD_TEXT.items()},
+    'max_speed_mps': 'Speed (m/s) the speed->throttle curve maps to full throttle, a property '
+                     'of the car; saved to calibration_file',
+    'max_speed_scale': 'Throttle scale in [0, 1] ("max speed %"); saved to calibration_file',
+}
 
 
 def _percentile(sorted_values: list[int], fraction: float) -> int:
@@ -99,19 +118,24 @@ def _fail_safe(callback: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class ServoNode(Node):
-    """Drive commands to PWM duty cycles, with a watchdog and a start/stop service."""
+    """Drive commands to PWM duty cycles, with a watchdog, start/stop and live calibration."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self._declare_setup_parameters()
-        self._blocked_reason: str | None = None
+        self._backend_problem: str | None = None
+        self._calibration_problem: str | None = None
         self._calibration_source = 'none'
         self.calibration_is_factory_default = False
+        self._file_stamp = self._calibration_file_stamp()
         calibration = self._load_calibration()
         self.backend: PwmBackend | None = self._create_backend()
         self.outputs: drive.DriveOutputs | None = None
         self._enabled = False
         self._last_command_ns: int | None = None
+        self._raw_target: drive.RawTarget | None = None
+        self._raw_target_ns = 0
+        self._reloading_file = False
         self._commands_received = 0
         self._rate_window_start = time.monotonic()
         self._watchdog_trips = 0
@@ -130,6 +154,7 @@ class ServoNode(Node):
         self._watchdog_group = MutuallyExclusiveCallbackGroup()
         self._watchdog_timer = self._create_watchdog_timer()
         self.create_timer(DIAGNOSTICS_PERIOD_S, self._on_diagnostics_timer)
+        self.create_timer(FILE_CHECK_PERIOD_S, self._on_file_check_timer)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     # --- set-up ---------------------------------------------------------------------------
@@ -153,39 +178,49 @@ class ServoNode(Node):
         self._declare('steering_channel', spec.PWM.steering_channel,
                       'PWM channel of the steering servo', read_only=True)
         self._declare('calibration_file', spec.DEEPRACER_CALIBRATION_FILE,
-                      "DeepRacer's calibration.json; missing = factory defaults, "
-                      'corrupt = the node refuses to drive', read_only=True)
+                      "DeepRacer's calibration.json; missing = factory defaults, corrupt = "
+                      'the node refuses to drive; changes made to it are picked up',
+                      read_only=True)
         self._declare('watchdog_timeout', spec.WATCHDOG_TIMEOUT_S,
                       'Seconds without a command before throttle neutral and steering '
                       f'centred (node clock), in (0, {MAX_WATCHDOG_TIMEOUT_S}]')
+        self._declare('calibration_mode', 'off',
+                      "'off', or drive calibration_throttle / calibration_steering directly "
+                      "as 'ratio' ([-1, 1]) or 'ns' (duty cycles inside the calibrated "
+                      'range), bypassing autonomy and the max-speed scale; back to neutral '
+                      'when set to off or not refreshed within calibration_timeout')
+        self._declare('calibration_throttle', 0.0, 'Throttle ratio or ns in calibration mode')
+        self._declare('calibration_steering', 0.0, 'Steering ratio or ns in calibration mode')
+        self._declare('calibration_timeout', DEFAULT_CALIBRATION_TIMEOUT_S,
+                      'Seconds calibration mode holds its values without a refresh, in '
+                      f'(0, {MAX_CALIBRATION_TIMEOUT_S}]')
 
     def _load_calibration(self) -> cal.Calibration | None:
-        """The calibration file, then speed-curve parameters whose defaults come from it."""
+        """The calibration file, overlaid with the calibration parameters given at start-up."""
         path = self.get_parameter('calibration_file').value
         try:
             loaded = cal.load_calibration(path)
         except cal.CalibrationError as error:
-            self._block(f'calibration refused, not driving: {error}')
+            self._set_calibration_problem(f'calibration refused, not driving: {error}')
             loaded = None
         else:
-            self.calibration_is_factory_default = loaded.factory_defaults
-            self._calibration_source = 'factory defaults' if loaded.factory_defaults else path
-            log = self.get_logger().warning if loaded.factory_defaults else self.get_logger().info
-            log(f'calibration {loaded.message}')
+            self._note_loaded(loaded)
         base = loaded.calibration if loaded else cal.FACTORY_CALIBRATION
-        scale = self._declare('max_speed_scale', base.max_speed_scale,
-                              'Throttle scale in [0, 1] ("max speed %"); default from the '
-                              'calibration file')
-        vmax = self._declare('max_speed_mps', base.max_speed_mps,
-                             'Speed (m/s) the speed->throttle curve maps to full throttle; '
-                             'a property of the car; default from the calibration file')
+        values = {name: self._declare(name, default, CALIBRATION_DESCRIPTIONS[name])
+                  for name, default in cal.to_flat(base).items()}
         if loaded is None:
             return None
         try:
-            return base.with_changes(max_speed_scale=scale, max_speed_mps=vmax)
+            return cal.with_flat_changes(base, values)
         except cal.CalibrationError as error:
-            self._block(f'calibration refused, not driving: parameter {error}')
+            self._set_calibration_problem(f'calibration refused, not driving: parameters: {error}')
             return None
+
+    def _note_loaded(self, loaded: cal.LoadedCalibration) -> None:
+        self.calibration_is_factory_default = loaded.factory_defaults
+        self._calibration_source = 'factory defaults' if loaded.factory_defaults else loaded.path
+        log = self.get_logger().warning if loaded.factory_defaults else self.get_logger().info
+        log(f'calibration {loaded.message}')
 
     def _create_backend(self) -> PwmBackend | None:
         name = self.get_parameter('backend').value
@@ -199,7 +234,8 @@ class ServoNode(Node):
                                 chip=self.get_parameter('pwm_chip').value, channels=channels)
             raise ValueError(f'backend must be one of {BACKENDS}, got {name!r}')
         except (ValueError, OSError, RuntimeError) as error:
-            self._block(f'PWM backend unavailable, not driving: {error}')
+            self._backend_problem = f'PWM backend unavailable, not driving: {error}'
+            self.get_logger().error(self._backend_problem)
             return None
 
     def _start_outputs(self, calibration: cal.Calibration | None) -> None:
@@ -217,8 +253,8 @@ class ServoNode(Node):
         self.get_logger().info('outputs at neutral; call %s to start driving'
                                % spec.TOPICS.servo_enable)
 
-    def _block(self, reason: str) -> None:
-        self._blocked_reason = reason
+    def _set_calibration_problem(self, reason: str) -> None:
+        self._calibration_problem = reason
         self.get_logger().error(reason)
 
     def _create_watchdog_timer(self):
@@ -236,13 +272,19 @@ class ServoNode(Node):
 
     @property
     def blocked_reason(self) -> str | None:
-        """Why the node refuses to drive (corrupt calibration, no PWM), or None."""
-        return self._blocked_reason
+        """Why the node refuses to drive (no PWM, corrupt calibration), or None."""
+        return self._backend_problem or self._calibration_problem
+
+    @property
+    def calibration(self) -> cal.Calibration | None:
+        """The calibration in force, None when there is none to drive with."""
+        return self.outputs.calibration if self.outputs else None
 
     def go_neutral_after_error(self, what: str) -> None:
         """Neutral after an unexpected error; if even that fails, stop the pulses."""
         self.get_logger().error(f'{what}: outputs to neutral')
         self._last_command_ns = None
+        self._raw_target = None
         if self.outputs is None:
             return
         try:
@@ -284,33 +326,44 @@ class ServoNode(Node):
 
     @_fail_safe
     def _on_watchdog(self) -> None:
-        if self.outputs is None or self._last_command_ns is None:
+        if self.outputs is None:
             return
-        timeout_ns = int(self.get_parameter('watchdog_timeout').value * 1e9)
         period_ns = int(self._watchdog_period_s() * 1e9)
-        with self.outputs.lock:
-            last = self._last_command_ns
-            if last is None:
-                return
-            elapsed_ns = self.get_clock().now().nanoseconds - last
-            # Checking every period, trigger one period early so neutral lands within the
-            # timeout; a clock that jumped back (a simulator reset) counts as expired too.
-            if 0 <= elapsed_ns < timeout_ns - period_ns:
-                return
-            self._last_command_ns = None
-            self._watchdog_trips += 1
-            self.outputs.neutral()
-        self.get_logger().warning(
-            f'no command for {elapsed_ns / 1e9:.3f} s: throttle neutral, steering centred',
-            throttle_duration_sec=5.0)
-        self._publish_sim_twist()
+        if self._expired(self._last_command_ns, 'watchdog_timeout', period_ns):
+            with self.outputs.lock:
+                if not self._expired(self._last_command_ns, 'watchdog_timeout', period_ns):
+                    return
+                self._last_command_ns = None
+                self._watchdog_trips += 1
+                self.outputs.neutral()
+            self.get_logger().warning('no command within watchdog_timeout: throttle neutral, '
+                                      'steering centred', throttle_duration_sec=5.0)
+            self._publish_sim_twist()
+        if self._raw_target is not None and self._expired(
+                self._raw_target_ns, 'calibration_timeout', period_ns):
+            self.get_logger().warning('calibration mode not refreshed within '
+                                      'calibration_timeout: back to neutral')
+            self.set_parameters([Parameter('calibration_mode', value='off')])
+
+    def _expired(self, since_ns: int | None, timeout_name: str, period_ns: int) -> bool:
+        if since_ns is None:
+            return False
+        timeout_ns = int(self.get_parameter(timeout_name).value * 1e9)
+        elapsed_ns = self.get_clock().now().nanoseconds - since_ns
+        # Checking every period, trigger one period early so neutral lands within the
+        # timeout; a clock that jumped back (a simulator reset) counts as expired too.
+        return not 0 <= elapsed_ns < timeout_ns - period_ns
 
     @_fail_safe
     def _on_enable(self, request: SetBool.Request, response: SetBool.Response):
         if request.data:
-            if self._blocked_reason is not None or self.outputs is None:
+            if self.blocked_reason is not None or self.outputs is None:
                 response.success = False
-                response.message = self._blocked_reason or 'no outputs'
+                response.message = self.blocked_reason or 'no outputs'
+                return response
+            if self._raw_target is not None:
+                response.success = False
+                response.message = 'in calibration mode: set calibration_mode to off first'
                 return response
             self._enabled = True
             response.success, response.message = True, 'driving enabled'
@@ -341,35 +394,125 @@ class ServoNode(Node):
                                                                spec.CAR.wheelbase_m)
         self._sim_publisher.publish(msg)
 
-    # --- parameters -----------------------------------------------------------------------
+    # --- parameters: timeouts, live calibration, calibration mode -------------------------
 
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        try:
+            self._check_and_apply(parameters)
+        except (ValueError, cal.CalibrationError) as error:
+            return SetParametersResult(successful=False, reason=str(error))
+        return SetParametersResult(successful=True)
+
+    def _check_and_apply(self, parameters: list[Parameter]) -> None:
+        """Validate every change first, then save, then apply; raises ValueError to refuse."""
         changes = {p.name: p.value for p in parameters}
-        timeout = changes.get('watchdog_timeout')
-        if timeout is not None and not 0.0 < timeout <= MAX_WATCHDOG_TIMEOUT_S:
-            return SetParametersResult(
-                successful=False,
-                reason=f'watchdog_timeout must be in (0, {MAX_WATCHDOG_TIMEOUT_S}] s, '
-                       f'got {timeout}')
-        speed_changes = {k: v for k, v in changes.items()
-                         if k in ('max_speed_scale', 'max_speed_mps')}
-        if speed_changes:
-            if self.outputs is None:
-                return SetParametersResult(
-                    successful=False, reason=self._blocked_reason or 'no outputs')
-            try:
-                calibration = self.outputs.calibration.with_changes(**speed_changes)
-            except cal.CalibrationError as error:
-                return SetParametersResult(successful=False, reason=str(error))
-            # The speed curve applies from the next command on; the ranges are unchanged.
-            self.outputs.set_calibration(calibration)
-        if timeout is not None:
+        for name, limit in (('watchdog_timeout', MAX_WATCHDOG_TIMEOUT_S),
+                            ('calibration_timeout', MAX_CALIBRATION_TIMEOUT_S)):
+            if name in changes and not 0.0 < changes[name] <= limit:
+                raise ValueError(f'{name} must be in (0, {limit}] s, got {changes[name]}')
+        calibration_changes = {k: v for k, v in changes.items() if k in cal.FLAT_NAMES}
+        raw_changes = {k: v for k, v in changes.items() if k in RAW_TARGET_PARAMETERS}
+        if calibration_changes or raw_changes:
+            self._apply_calibration_changes(calibration_changes, raw_changes)
+        if 'watchdog_timeout' in changes:
             self._watchdog_timer.cancel()
             self.destroy_timer(self._watchdog_timer)
             self._watchdog_timer = self.create_timer(
-                timeout / WATCHDOG_CHECKS_PER_TIMEOUT, self._on_watchdog,
+                changes['watchdog_timeout'] / WATCHDOG_CHECKS_PER_TIMEOUT, self._on_watchdog,
                 callback_group=self._watchdog_group)
-        return SetParametersResult(successful=True)
+
+    def _apply_calibration_changes(self, calibration_changes: dict[str, Any],
+                                   raw_changes: dict[str, Any]) -> None:
+        leaving_calibration_mode = (not calibration_changes
+                                    and raw_changes.get('calibration_mode') == 'off')
+        if self.blocked_reason is not None or self.outputs is None:
+            if leaving_calibration_mode:
+                return  # always allowed; blocked outputs already hold neutral or are off
+            raise ValueError(self.blocked_reason or 'no outputs')
+        current = self.outputs.calibration
+        candidate = cal.with_flat_changes(current, calibration_changes)
+        raw = {name: raw_changes.get(name, self.get_parameter(name).value)
+               for name in RAW_TARGET_PARAMETERS}
+        target = drive.raw_target(raw['calibration_mode'], raw['calibration_throttle'],
+                                  raw['calibration_steering'], candidate)
+        if candidate != current and not self._reloading_file:
+            self._save(candidate)
+        with self.outputs.lock:
+            if candidate != current:
+                self.outputs.set_calibration(candidate)
+            if raw_changes:
+                self._set_raw_target(target)
+            elif self._raw_target is not None:
+                self.outputs.write(drive.raw_target_duties(self._raw_target, candidate))
+            elif not (self._enabled and self._last_command_ns is not None):
+                self.outputs.neutral()  # stopped: hold the new neutral at once
+        self._publish_sim_twist()
+
+    def _set_raw_target(self, target: drive.RawTarget | None) -> None:
+        if target is None:
+            if self._raw_target is not None:
+                self.get_logger().info('calibration mode off: neutral')
+            self._raw_target = None
+            self.outputs.neutral()
+            return
+        if self._raw_target is None:
+            self.get_logger().info(f'calibration mode {target.mode}: autonomy stopped')
+        self._enabled = False
+        self._last_command_ns = None
+        self._raw_target = target
+        self._raw_target_ns = self.get_clock().now().nanoseconds
+        self.outputs.write(drive.raw_target_duties(target, self.outputs.calibration))
+
+    def _save(self, calibration: cal.Calibration) -> None:
+        path = self.get_parameter('calibration_file').value
+        cal.save_calibration(path, calibration)  # CalibrationError refuses the change
+        self._file_stamp = self._calibration_file_stamp()
+        self._calibration_source = path
+        self.calibration_is_factory_default = False
+        self.get_logger().info(f'calibration saved to {path}')
+
+    # --- the calibration file, edited by `deepracer calibrate` or by hand ------------------
+
+    def _calibration_file_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            stat = os.stat(self.get_parameter('calibration_file').value)
+        except OSError:
+            return None
+        return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+    @_fail_safe
+    def _on_file_check_timer(self) -> None:
+        stamp = self._calibration_file_stamp()
+        if stamp == self._file_stamp:
+            return
+        self._file_stamp = stamp
+        if stamp is None:
+            self.get_logger().warning('calibration file removed: keeping the calibration in use')
+            return
+        try:
+            loaded = cal.load_calibration(self.get_parameter('calibration_file').value)
+        except cal.CalibrationError as error:
+            self.stop()
+            self._raw_target = None
+            self._set_calibration_problem(f'calibration refused, not driving: {error}')
+            return
+        if self._calibration_problem is not None:
+            self._calibration_problem = None
+            if self.outputs is None:
+                self._start_outputs(loaded.calibration)
+            self.get_logger().info('calibration file valid again: call '
+                                   f'{spec.TOPICS.servo_enable} to drive')
+        self._note_loaded(loaded)
+        if self.calibration != loaded.calibration:
+            self._reloading_file = True
+            try:
+                results = self.set_parameters([Parameter(name, value=value) for name, value
+                                               in cal.to_flat(loaded.calibration).items()])
+            finally:
+                self._reloading_file = False
+            refused = [r.reason for r in results if not r.successful]
+            if refused:
+                raise RuntimeError(f'reloading the calibration file failed: {refused[0]}')
 
     # --- diagnostics ----------------------------------------------------------------------
 
@@ -386,12 +529,15 @@ class ServoNode(Node):
         self._commands_received, self._rate_window_start = 0, now
         status = DiagnosticStatus(name=f'{NODE_NAME}: drive outputs',
                                   hardware_id=self._hardware_id())
-        if self._blocked_reason is not None:
-            status.level, status.message = DiagnosticStatus.ERROR, self._blocked_reason
+        if self.blocked_reason is not None:
+            status.level, status.message = DiagnosticStatus.ERROR, self.blocked_reason
         else:
             status.level = DiagnosticStatus.OK
-            status.message = ('driving' if self._enabled else 'stopped at neutral') + (
-                ' (factory calibration)' if self.calibration_is_factory_default else '')
+            state = 'driving' if self._enabled else 'stopped at neutral'
+            if self._raw_target is not None:
+                state = f'calibration mode ({self._raw_target.mode})'
+            status.message = state + (' (factory calibration)'
+                                      if self.calibration_is_factory_default else '')
         duties = self.outputs.duties if self.outputs else None
         values = {
             'enabled': self._enabled,
@@ -399,14 +545,14 @@ class ServoNode(Node):
             'throttle_ns': duties.throttle_ns if duties else 'none',
             'steering_ns': duties.steering_ns if duties else 'none',
             'calibration_source': self._calibration_source,
+            'calibration_mode': self._raw_target.mode if self._raw_target else 'off',
             'commands_per_s': f'{rate:.1f}',
             'watchdog_timeout_s': self.get_parameter('watchdog_timeout').value,
             'watchdog_trips': self._watchdog_trips,
             'pwm_writes': self.backend.write_count if self.backend else 0,
         }
         if self.outputs is not None:
-            values['max_speed_scale'] = self.outputs.calibration.max_speed_scale
-            values['max_speed_mps'] = self.outputs.calibration.max_speed_mps
+            values.update(cal.to_flat(self.outputs.calibration))
         for key, value in (self.latency.summary() or {}).items():
             values[f'latency_{key}'] = f'{value:.3f}' if key != 'samples' else int(value)
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
@@ -424,6 +570,7 @@ class ServoNode(Node):
     def destroy_node(self) -> None:
         """Neutral, then the pulses off, before the node goes away."""
         self._enabled = False
+        self._raw_target = None
         try:
             if self.outputs is not None:
                 with self.outputs.lock:

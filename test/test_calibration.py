@@ -217,3 +217,32 @@ def test_unreadable_file_raises(tmp_path):
     path.mkdir()  # a folder where the file should be
     with pytest.raises(CalibrationError, match='cannot be read'):
         cal.load_calibration(path)
+
+
+def test_flat_names_round_trip():
+    flat = cal.to_flat(cal.FACTORY_CALIBRATION)
+    assert flat['steering_min_ns'] == 1_200_000 and flat['throttle_polarity'] == -1
+    assert set(flat) == set(cal.FLAT_NAMES)
+    assert cal.with_flat_changes(cal.FACTORY_CALIBRATION, flat) == cal.FACTORY_CALIBRATION
+
+
+def test_flat_changes_apply_together():
+    # Moving the whole range down needs min, mid and max at once: one at a time would fail.
+    changed = cal.with_flat_changes(cal.FACTORY_CALIBRATION, {
+        'steering_min_ns': 900_000, 'steering_mid_ns': 1_000_000, 'steering_max_ns': 1_100_000,
+        'max_speed_scale': 0.25})
+    assert (changed.steering.min_ns, changed.steering.mid_ns, changed.steering.max_ns) == (
+        900_000, 1_000_000, 1_100_000)
+    assert changed.max_speed_scale == 0.25 and changed.throttle == FACTORY_THROTTLE
+
+
+@pytest.mark.parametrize('changes, message', [
+    ({'steering_mid_ns': 1_100_000},
+     'steering: min_ns (1200000) must be less than mid_ns (1100000)'),
+    ({'throttle_polarity': 3}, 'throttle: polarity must be 1 or -1, got 3'),
+    ({'steering_offset': 3}, 'unknown calibration values: steering_offset'),
+])
+def test_flat_changes_are_validated(changes, message):
+    with pytest.raises(CalibrationError) as raised:
+        cal.with_flat_changes(cal.FACTORY_CALIBRATION, changes)
+    assert str(raised.value) == message

@@ -125,3 +125,22 @@ def test_duties_to_drive_round_trip():
     # Whole-ns duty cycles: the round trip is good to a few tenths of a mm/s and a mrad.
     assert speed == pytest.approx(1.0, abs=1e-3)
     assert angle == pytest.approx(-0.2, abs=1e-3)
+
+
+def test_raw_targets_are_validated():
+    calibration = FACTORY_CALIBRATION
+    assert drive.raw_target('off', 5.0, 5.0, calibration) is None
+    ratio = drive.raw_target('ratio', 1.0, -0.5, calibration)
+    assert drive.raw_target_duties(ratio, calibration) == drive.Duties(1_311_000, 1_325_000)
+    ns = drive.raw_target('ns', 1_500_000, 1_700_000, calibration)
+    assert drive.raw_target_duties(ns, calibration) == drive.Duties(1_500_000, 1_700_000)
+    for args, message in [
+            (('fast', 0.0, 0.0), "calibration_mode must be one of ('off', 'ratio', 'ns')"),
+            (('ratio', 1.5, 0.0), 'calibration_throttle must be a ratio in [-1, 1], got 1.5'),
+            (('ratio', 0.0, math.nan), 'calibration_steering must be a finite number'),
+            (('ns', 1_446_000, 1_800_000),
+             'calibration_steering 1800000 ns is outside the steering range '
+             '[1200000, 1700000] ns: widen the range first')]:
+        with pytest.raises(ValueError) as raised:
+            drive.raw_target(*args, calibration)
+        assert str(raised.value).startswith(message)

@@ -304,3 +304,45 @@ def _fsync_directory(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# --- flat names (servo node parameters, command line) --------------------------------------
+
+CHANNELS = ('steering', 'throttle')
+CHANNEL_FIELDS = ('min_ns', 'mid_ns', 'max_ns', 'polarity')
+SPEED_FIELDS = ('max_speed_mps', 'max_speed_scale')
+FLAT_NAMES = tuple(f'{c}_{f}' for c in CHANNELS for f in CHANNEL_FIELDS) + SPEED_FIELDS
+
+
+def to_flat(calibration: Calibration) -> dict[str, int | float]:
+    """{'steering_min_ns': ..., 'throttle_polarity': ..., 'max_speed_scale': ...}."""
+    flat: dict[str, int | float] = {}
+    for channel_name in CHANNELS:
+        channel = getattr(calibration, channel_name)
+        for field_name in CHANNEL_FIELDS:
+            flat[f'{channel_name}_{field_name}'] = getattr(channel, field_name)
+    for field_name in SPEED_FIELDS:
+        flat[field_name] = getattr(calibration, field_name)
+    return flat
+
+
+def with_flat_changes(calibration: Calibration, changes: dict[str, Any]) -> Calibration:
+    """A validated copy with flat-named changes applied all at once.
+
+    CalibrationError names the value at fault, e.g. 'steering: min_ns (1500000) must
+    be less than mid_ns (1450000)'.
+    """
+    unknown = sorted(set(changes) - set(FLAT_NAMES))
+    if unknown:
+        raise CalibrationError(f'unknown calibration values: {", ".join(unknown)}')
+    channels = {}
+    for channel_name in CHANNELS:
+        channel = getattr(calibration, channel_name)
+        fields = {f: changes.get(f'{channel_name}_{f}', getattr(channel, f))
+                  for f in CHANNEL_FIELDS}
+        try:
+            channels[channel_name] = replace(channel, **fields)
+        except CalibrationError as error:
+            raise CalibrationError(f'{channel_name}: {error}') from None
+    speed = {f: changes[f] for f in SPEED_FIELDS if f in changes}
+    return replace(calibration, **channels, **speed)

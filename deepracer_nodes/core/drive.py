@@ -218,3 +218,54 @@ class DriveOutputs:
             return None
         return (self._calibration.throttle.ratio_from_duty(duties.throttle_ns),
                 self._calibration.steering.ratio_from_duty(duties.steering_ns))
+
+
+# --- calibration mode: raw ratios or raw duty cycles, bypassing the speed curve -----------
+
+CALIBRATION_MODES = ('off', 'ratio', 'ns')
+
+
+@dataclass(frozen=True)
+class RawTarget:
+    """What calibration mode drives: ratios in [-1, 1] or duty cycles in ns."""
+
+    mode: str
+    throttle: float
+    steering: float
+
+
+def raw_target(mode: str, throttle: float, steering: float,
+               calibration: Calibration) -> RawTarget | None:
+    """A validated calibration-mode target (None for 'off'); ValueError says what is wrong.
+
+    Raw duty cycles must lie inside the calibrated range: to explore beyond it, widen
+    the range first (in the same atomic change), so no duty cycle outside the
+    calibration is ever written.
+    """
+    if mode not in CALIBRATION_MODES:
+        raise ValueError(f'calibration_mode must be one of {CALIBRATION_MODES}, got {mode!r}')
+    if mode == 'off':
+        return None
+    values = {'throttle': throttle, 'steering': steering}
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value):
+            raise ValueError(f'calibration_{name} must be a finite number, got {value!r}')
+        if mode == 'ratio' and not -1.0 <= value <= 1.0:
+            raise ValueError(f'calibration_{name} must be a ratio in [-1, 1], got {value}')
+        if mode == 'ns':
+            channel = getattr(calibration, name)
+            if not channel.min_ns <= value <= channel.max_ns:
+                raise ValueError(
+                    f'calibration_{name} {value:.0f} ns is outside the {name} range '
+                    f'[{channel.min_ns}, {channel.max_ns}] ns: widen the range first')
+    return RawTarget(mode, float(throttle), float(steering))
+
+
+def raw_target_duties(target: RawTarget, calibration: Calibration) -> Duties:
+    """Duty cycles for a calibration-mode target (clamped again when written)."""
+    if target.mode == 'ratio':
+        return Duties(calibration.throttle.duty_ns(target.throttle),
+                      calibration.steering.duty_ns(target.steering))
+    return Duties(calibration.throttle.clamp_ns(target.throttle),
+                  calibration.steering.clamp_ns(target.steering))

@@ -219,8 +219,10 @@ class ServoNode(Node):
     def _note_loaded(self, loaded: cal.LoadedCalibration) -> None:
         self.calibration_is_factory_default = loaded.factory_defaults
         self._calibration_source = 'factory defaults' if loaded.factory_defaults else loaded.path
-        log = self.get_logger().warning if loaded.factory_defaults else self.get_logger().info
-        log(f'calibration {loaded.message}')
+        if loaded.factory_defaults:
+            self.get_logger().warning(f'calibration {loaded.message}')
+        else:
+            self.get_logger().info(f'calibration {loaded.message}')
 
     def _create_backend(self) -> PwmBackend | None:
         name = self.get_parameter('backend').value
@@ -431,10 +433,14 @@ class ServoNode(Node):
             raise ValueError(self.blocked_reason or 'no outputs')
         current = self.outputs.calibration
         candidate = cal.with_flat_changes(current, calibration_changes)
-        raw = {name: raw_changes.get(name, self.get_parameter(name).value)
-               for name in RAW_TARGET_PARAMETERS}
-        target = drive.raw_target(raw['calibration_mode'], raw['calibration_throttle'],
-                                  raw['calibration_steering'], candidate)
+        target = None
+        if raw_changes:
+            # Only a new target is checked against the range: narrowing the range under a
+            # value held clamps the output instead.
+            raw = {name: raw_changes.get(name, self.get_parameter(name).value)
+                   for name in RAW_TARGET_PARAMETERS}
+            target = drive.raw_target(raw['calibration_mode'], raw['calibration_throttle'],
+                                      raw['calibration_steering'], candidate)
         if candidate != current and not self._reloading_file:
             self._save(candidate)
         with self.outputs.lock:

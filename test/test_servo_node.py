@@ -500,3 +500,225 @@ def test_process_drives_then_stops_at_neutral_on_sigint(executor, ros_context, t
             sysfs_tree.duty_ns(pwm_root, STEERING)) == NEUTRAL
     assert not sysfs_tree.enabled(pwm_root, THROTTLE)
     assert not sysfs_tree.enabled(pwm_root, STEERING)
+
+
+# --- stage 2: live calibration, calibration mode, the calibration file --------------------
+
+def set_params(node, **values):
+    """Set parameters atomically through the node's on-set callback; the result."""
+    return node.set_parameters_atomically([Parameter(k, value=v) for k, v in values.items()])
+
+
+def saved_calibration(harness) -> cal.Calibration:
+    return cal.load_calibration(harness.node.get_parameter('calibration_file').value).calibration
+
+
+def test_calibration_parameters_mirror_the_file(executor, ros_context, tmp_path, pwm_root):
+    custom = cal.with_flat_changes(cal.FACTORY_CALIBRATION, {
+        'steering_mid_ns': 1_460_000, 'throttle_polarity': 1, 'max_speed_scale': 0.7})
+    cal.save_calibration(tmp_path / 'cal.json', custom)
+    h = Harness(executor, ros_context, tmp_path, pwm_root)
+    for name, value in cal.to_flat(custom).items():
+        assert h.node.get_parameter(name).value == value
+    assert h.node.calibration == custom
+
+
+def test_live_calibration_change_takes_effect_and_persists(harness):
+    result = set_params(harness.node, steering_mid_ns=1_470_000, throttle_mid_ns=1_440_000)
+    assert result.successful, result.reason
+    # Stopped: the new neutral is written at once.
+    assert harness.duties() == (1_440_000, 1_470_000)
+    saved = saved_calibration(harness)
+    assert (saved.steering.mid_ns, saved.throttle.mid_ns) == (1_470_000, 1_440_000)
+    # Written in DeepRacer's format.
+    with open(harness.node.get_parameter('calibration_file').value) as handle:
+        content = json.load(handle)
+    assert content['Calibration']['Servo']['mid'] == 1_470_000
+    assert not harness.node.calibration_is_factory_default
+
+
+def test_invalid_calibration_is_refused_and_changes_nothing(harness):
+    harness.node.set_parameters([Parameter('max_speed_scale', value=0.5)])
+    before_file = saved_calibration(harness)
+    before_duties = harness.duties()
+    result = set_params(harness.node, steering_min_ns=1_500_000)
+    assert not result.successful
+    assert result.reason == 'steering: min_ns (1500000) must be less than mid_ns (1450000)'
+    assert harness.node.get_parameter('steering_min_ns').value == STEER.min_ns
+    assert saved_calibration(harness) == before_file
+    assert harness.duties() == before_duties
+    result = set_params(harness.node, throttle_polarity=0)
+    assert result.reason == 'throttle: polarity must be 1 or -1, got 0'
+
+
+def test_a_whole_range_moves_in_one_atomic_change(harness):
+    result = set_params(harness.node, steering_min_ns=900_000, steering_mid_ns=1_000_000,
+                        steering_max_ns=1_100_000)
+    assert result.successful, result.reason
+    assert harness.duties() == (MOTOR.mid_ns, 1_000_000)
+
+
+def test_unsaveable_change_is_refused(harness, monkeypatch):
+    def disk_full(fd):
+        raise OSError(28, 'No space left on device')
+
+    monkeypatch.setattr(servo_module.cal.os, 'fsync', disk_full)
+    result = set_params(harness.node, steering_mid_ns=1_470_000)
+    assert not result.successful and 'cannot be written' in result.reason
+    assert harness.node.calibration.steering.mid_ns == STEER.mid_ns
+    assert harness.duties() == NEUTRAL
+
+
+def test_ratio_mode_bypasses_speed_curve_and_scale(harness):
+    node = harness.node
+    assert set_params(node, max_speed_scale=0.2).successful
+    result = set_params(node, calibration_mode='ratio', calibration_throttle=1.0,
+                        calibration_steering=-1.0)
+    assert result.successful, result.reason
+    # Full ratio, no scale: polarity -1 takes the ESC to min; steering to min.
+    assert harness.duties() == (MOTOR.min_ns, STEER.min_ns)
+    # Autonomy is off while calibrating: commands and enabling are refused.
+    harness.send(1.0, 0.3)
+    spin_until(harness.executor, lambda: False, 0.1)
+    assert harness.duties() == (MOTOR.min_ns, STEER.min_ns)
+    response = harness.set_enabled(True)
+    assert not response.success and 'calibration mode' in response.message
+    assert set_params(node, calibration_mode='off').successful
+    assert harness.duties() == NEUTRAL
+
+
+def test_ns_mode_stays_inside_the_range_unless_widened_first(harness):
+    node = harness.node
+    assert set_params(node, calibration_mode='ns', calibration_throttle=1_500_000.0,
+                      calibration_steering=1_650_000.0).successful
+    assert harness.duties() == (1_500_000, 1_650_000)
+    result = set_params(node, calibration_steering=1_750_000.0)
+    assert not result.successful
+    assert result.reason.startswith('calibration_steering 1750000 ns is outside the steering '
+                                    'range [1200000, 1700000] ns')
+    assert harness.duties() == (1_500_000, 1_650_000)
+    # Widen and drive in one atomic change.
+    assert set_params(node, steering_max_ns=1_760_000, calibration_steering=1_750_000.0
+                      ).successful
+    assert harness.duties() == (1_500_000, 1_750_000)
+    assert saved_calibration(harness).steering.max_ns == 1_760_000
+    # Narrowing the range below the value held clamps the output at once.
+    assert set_params(node, steering_max_ns=1_600_000).successful
+    assert harness.duties() == (1_500_000, 1_600_000)
+
+
+def test_calibration_mode_times_out_to_neutral(executor, ros_context, tmp_path, pwm_root):
+    h = Harness(executor, ros_context, tmp_path, pwm_root, calibration_timeout=0.3)
+    assert set_params(h.node, calibration_mode='ratio', calibration_throttle=0.5,
+                      calibration_steering=0.5).successful
+    assert h.duties() != NEUTRAL
+    # A refresh (the same values again) keeps it going.
+    spin_until(executor, lambda: False, 0.2)
+    assert set_params(h.node, calibration_mode='ratio').successful
+    spin_until(executor, lambda: False, 0.2)
+    assert h.duties() != NEUTRAL
+    assert spin_until(executor, lambda: h.duties() == NEUTRAL, 2.0)
+    assert h.node.get_parameter('calibration_mode').value == 'off'
+
+
+def test_file_edits_are_picked_up_and_corrupt_files_stop_the_car(harness):
+    node = harness.node
+    path = node.get_parameter('calibration_file').value
+    assert harness.set_enabled(True).success
+    edited = cal.with_flat_changes(cal.FACTORY_CALIBRATION, {'steering_mid_ns': 1_480_000})
+    cal.save_calibration(path, edited)  # as `deepracer calibrate set` would
+    assert spin_until(harness.executor, lambda: node.calibration == edited, 5.0)
+    assert node.get_parameter('steering_mid_ns').value == 1_480_000
+    with open(path, 'w') as handle:
+        handle.write('{"Calibration": {"Servo": ')
+    assert spin_until(harness.executor, lambda: node.blocked_reason is not None, 5.0)
+    assert node.blocked_reason.startswith(f'calibration refused, not driving: {path}: not valid')
+    assert not node.enabled
+    assert harness.duties() == (MOTOR.mid_ns, 1_480_000)  # neutral under the last good one
+    assert not harness.set_enabled(True).success
+    cal.save_calibration(path, edited)
+    assert spin_until(harness.executor, lambda: node.blocked_reason is None, 5.0)
+    assert harness.set_enabled(True).success
+
+
+def test_corrupt_at_start_then_fixed_starts_outputs(executor, ros_context, tmp_path, pwm_root):
+    path = tmp_path / 'cal.json'
+    path.write_text('not json')
+    h = Harness(executor, ros_context, tmp_path, pwm_root)
+    assert h.node.blocked_reason is not None and h.node.outputs is None
+    refused = set_params(h.node, steering_mid_ns=1_460_000)
+    assert not refused.successful and 'not valid JSON' in refused.reason
+    cal.save_calibration(path, cal.FACTORY_CALIBRATION)
+    assert spin_until(executor, lambda: h.node.blocked_reason is None, 5.0)
+    assert h.duties() == NEUTRAL and sysfs_tree.enabled(pwm_root, THROTTLE)
+    assert h.set_enabled(True).success
+
+
+def test_no_sequence_of_commands_and_changes_leaves_the_range(harness):
+    """Property: whatever happens, every duty written lies inside the calibration in force."""
+    node = harness.node
+    outside: list[tuple[int, int, cal.Calibration]] = []
+
+    def check_write(channel, duty_ns, t_ns):
+        calibration = node.outputs.calibration  # written under the outputs lock
+        limits = calibration.throttle if channel == THROTTLE else calibration.steering
+        if not limits.min_ns <= duty_ns <= limits.max_ns:
+            outside.append((channel, duty_ns, calibration))
+
+    node.backend.on_write = check_write
+    node._enabled = True
+    ns = st.integers(-1_000_000, 21_000_000)
+    number = st.one_of(st.floats(allow_nan=True, allow_infinity=True), ns)
+    calibration_change = st.dictionaries(
+        st.sampled_from([n for n in cal.FLAT_NAMES if n.endswith('_ns')]), ns, max_size=3)
+    operation = st.one_of(
+        st.tuples(st.just('command'), number, number),
+        st.tuples(st.just('calibrate'), calibration_change),
+        st.tuples(st.just('polarity'), st.sampled_from(['steering_polarity',
+                                                        'throttle_polarity']),
+                  st.sampled_from([1, -1, 0])),
+        st.tuples(st.just('scale'), number),
+        st.tuples(st.just('raw'), st.sampled_from(['off', 'ratio', 'ns']), number, number),
+        st.tuples(st.just('watchdog')),
+        st.tuples(st.just('enable'), st.booleans()))
+
+    def run(op):
+        kind = op[0]
+        if kind == 'command':
+            msg = Twist()
+            msg.linear.x, msg.angular.z = float(op[1]), float(op[2])
+            node._on_cmd_vel(msg)
+        elif kind == 'calibrate':
+            set_params(node, **op[1])
+        elif kind == 'polarity':
+            set_params(node, **{op[1]: op[2]})
+        elif kind == 'scale':
+            set_params(node, max_speed_scale=float(op[1]))
+        elif kind == 'raw':
+            set_params(node, calibration_mode=op[1], calibration_throttle=float(op[2]),
+                       calibration_steering=float(op[3]))
+        elif kind == 'watchdog':
+            node._last_command_ns = 0  # long ago
+            node._on_watchdog()
+        else:
+            if op[1] and node._raw_target is None:
+                node._enabled = True
+            elif not op[1]:
+                node.stop()
+
+    @settings(max_examples=60, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                     HealthCheck.too_slow])
+    @given(st.lists(operation, min_size=1, max_size=25))
+    def check(operations):
+        set_params(node, calibration_mode='off', **cal.to_flat(cal.FACTORY_CALIBRATION))
+        for op in operations:
+            run(op)
+            assert not outside, outside
+            throttle, steering = harness.duties()
+            calibration = node.outputs.calibration
+            assert calibration.throttle.min_ns <= throttle <= calibration.throttle.max_ns
+            assert calibration.steering.min_ns <= steering <= calibration.steering.max_ns
+
+    check()
+    assert node.backend.write_count > 0

@@ -90,6 +90,11 @@ class LatencyWindow:
         with self._lock:
             self._samples.append(latency_ns)
 
+    def samples_s(self) -> list[float]:
+        """The latencies kept, oldest first, in seconds (a benchmark slices its own run)."""
+        with self._lock:
+            return [sample / 1e9 for sample in self._samples]
+
     def summary(self) -> dict[str, float] | None:
         """{'p50_ms', 'p99_ms', 'max_ms', 'samples'} or None without samples."""
         with self._lock:
@@ -120,7 +125,9 @@ def _fail_safe(callback: Callable[..., Any]) -> Callable[..., Any]:
 class ServoNode(Node):
     """Drive commands to PWM duty cycles, with a watchdog, start/stop and live calibration."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, latency_window: int = LATENCY_WINDOW, **kwargs: Any) -> None:
+        """latency_window: PWM writes kept for the latency percentiles (a benchmark keeps a
+        whole run); kwargs go to Node (context=, parameter_overrides=, ...)."""
         super().__init__(NODE_NAME, **kwargs)
         self._declare_setup_parameters()
         self._backend_problem: str | None = None
@@ -136,10 +143,10 @@ class ServoNode(Node):
         self._raw_target: drive.RawTarget | None = None
         self._raw_target_ns = 0
         self._reloading_file = False
-        self._commands_received = 0
-        self._rate_window_start = time.monotonic()
+        self.commands_received = 0  # every command taken in since start (for benchmarks)
+        self._rate_window = (time.monotonic(), 0)
         self._watchdog_trips = 0
-        self.latency = LatencyWindow()
+        self.latency = LatencyWindow(latency_window)
         self._start_outputs(calibration)
 
         self._sim_publisher = (self.create_publisher(Twist, spec.TOPICS.sim_cmd_vel, 1)
@@ -310,7 +317,7 @@ class ServoNode(Node):
         self._command(msg.linear.x, msg.angular.z, None)
 
     def _command(self, linear_x: float, angular_z: float, stamp_ns: int | None) -> None:
-        self._commands_received += 1
+        self.commands_received += 1
         if not self._enabled or self.outputs is None:
             return
         speed, steering_angle = drive.twist_to_drive(linear_x, angular_z, spec.CAR.wheelbase_m)
@@ -530,9 +537,10 @@ class ServoNode(Node):
 
     def diagnostics(self) -> DiagnosticArray:
         """The node's state as a DiagnosticArray (also published at 1 Hz)."""
-        now = time.monotonic()
-        rate = self._commands_received / max(now - self._rate_window_start, 1e-9)
-        self._commands_received, self._rate_window_start = 0, now
+        now, received = time.monotonic(), self.commands_received
+        started, received_before = self._rate_window
+        rate = (received - received_before) / max(now - started, 1e-9)
+        self._rate_window = (now, received)
         status = DiagnosticStatus(name=f'{NODE_NAME}: drive outputs',
                                   hardware_id=self._hardware_id())
         if self.blocked_reason is not None:

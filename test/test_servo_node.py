@@ -369,7 +369,19 @@ def test_diagnostics_report_state_and_latency(harness):
     for key in ('latency_p50_ms', 'latency_p99_ms', 'latency_max_ms'):
         assert 0.0 <= float(values[key]) < 5000.0
     assert float(values['latency_p50_ms']) <= float(values['latency_max_ms'])
-    assert float(values['commands_per_s']) >= 0.0
+    assert float(values['commands_per_s']) > 0.0
+    # The same figures for an in-process benchmark: every command counted, latencies in s.
+    assert harness.node.commands_received >= 2
+    samples = harness.node.latency.samples_s()
+    assert len(samples) >= 2 and all(0.0 <= sample < 5.0 for sample in samples)
+
+
+def test_latency_window_keeps_the_newest():
+    window = servo_module.LatencyWindow(size=3)
+    for latency_ms in (9, 1, 2, 3):
+        window.add(latency_ms * 1_000_000)
+    assert window.samples_s() == pytest.approx([0.001, 0.002, 0.003])
+    assert window.summary() == {'p50_ms': 2.0, 'p99_ms': 3.0, 'max_ms': 3.0, 'samples': 3.0}
 
 
 def test_parameters_are_checked(harness):

@@ -271,8 +271,15 @@ def save_calibration(path: str | os.PathLike[str], calibration: Calibration) -> 
 
     Raises CalibrationError when the file cannot be written.
     """
+    write_text_atomically(path, dumps_calibration(calibration))
+
+
+def write_text_atomically(path: str | os.PathLike[str], text: str) -> None:
+    """Temporary file in the same folder, flush, fsync, rename over the target.
+
+    Raises CalibrationError when the file cannot be written.
+    """
     path = Path(path)
-    text = dumps_calibration(calibration)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, temp_name = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp',

@@ -73,6 +73,10 @@ class Topics:
     cmd_vel: str = '/cmd_vel'
     # What the servo node's simulated PWM backend sends to a simulator.
     sim_cmd_vel: str = '/sim/cmd_vel'
+    # The embedded simulator's ground truth and race state (see deepracer_nodes/sim_node.py).
+    sim_pose: str = '/sim/pose'
+    sim_race_state: str = '/sim/race_state'
+    sim_track: str = '/sim/track'
     servo_enable: str = '/servo/enable'
     clock: str = '/clock'
     diagnostics: str = '/diagnostics'

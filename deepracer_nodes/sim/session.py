@@ -246,6 +246,7 @@ class RaceSession:
         self.status = Status.READY
         self.error = None
         self._reward = None
+        self.last_record = None
         self.race.reset(self.time_s)
         start = self.race.start_pose()
         self.car = dynamics.CarState(x=start.x, y=start.y, yaw=start.yaw)

@@ -15,7 +15,7 @@ from std_srvs.srv import SetBool
 
 from conftest import spin_until
 from deepracer_nodes.core import spec
-from deepracer_nodes.sim import sdf_world
+from deepracer_nodes.sim import sdf_world, track_library
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH = {flavour: ROOT / 'launch' / f'gazebo_{flavour}.launch.py'
@@ -83,7 +83,7 @@ def test_loads_its_flavours_worlds(flavour):
                  if literal(c.args[0]) == 'track')
     # Default and choices come from the track library, so every choice has its world.
     assert call_name(keyword(track, 'choices')) == 'track_names'
-    for name in sdf_world.track_library.track_names():
+    for name in track_library.track_names():
         assert (ROOT / 'worlds' / (name + sdf_world.world_suffix(flavour))).is_file()
 
 

@@ -76,6 +76,13 @@ def test_committed_worlds_are_exactly_the_regenerated_ones(regenerated):
                 f'{name} drifted from the generator: regenerate worlds/'
 
 
+def test_command_line_writes_the_chosen_tracks(tmp_path, capsys):
+    assert sdf_world.main(['--out', str(tmp_path / 'out'), '--track', 'hairpin']) == 0
+    written = sorted(p.name for p in (tmp_path / 'out').iterdir())
+    assert written == sorted(sdf_world.track_file_names('hairpin'))
+    assert 'hairpin_harmonic.sdf' in capsys.readouterr().out
+
+
 def test_every_bundled_track_has_both_flavours_and_small_files():
     for name in TRACKS:
         for file_name in sdf_world.track_file_names(name):

@@ -19,6 +19,10 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q test
 
+# Race the bundled model in the embedded simulator (options: $(BIN)/deepracer sim --help).
+sim: $(STAMP)
+	$(BIN)/deepracer sim
+
 lint: $(STAMP)
 	$(BIN)/python -m flake8 deepracer_nodes launch test
 

@@ -30,6 +30,8 @@ EXIT_COMPLETED, EXIT_NOT_COMPLETED, EXIT_CANNOT_START = 0, 1, 2
 # Auto time limit: a car averaging less than this is not racing any more.
 SLOWEST_AVERAGE_SPEED_MPS = 0.3
 PROGRESS_REFRESH_S = 0.1
+# The progress bar shows the real-time factor once it means something.
+RTF_SETTLE_S = 0.5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -199,8 +201,8 @@ def _show(bar, state, green) -> None:
     bar.n = min(bar.total, state.completion * bar.total / 100.0)
     lap = min(state.laps_completed + 1, state.laps_target)
     rtf = ''
-    if green is not None:
-        rtf = f'{state.race_time_s / max(time.monotonic() - green[0], 1e-9):.1f}x'
+    if green is not None and time.monotonic() - green[0] > RTF_SETTLE_S:
+        rtf = f'{state.race_time_s / (time.monotonic() - green[0]):.1f}x'
     bar.set_postfix_str(f'lap {lap}/{state.laps_target} off-track {state.off_track_count} '
                         f'{rtf}', refresh=False)
     bar.refresh()

@@ -140,8 +140,7 @@ class SessionState:
         """Percent of the race done: laps plus the current lap's progress over the target."""
         if self.laps_target <= 0:
             return 0.0
-        done = self.laps_completed * 100.0 + (0.0 if self.status.final else self.progress)
-        return min(100.0, done / self.laps_target)
+        return min(100.0, (self.laps_completed * 100.0 + self.progress) / self.laps_target)
 
     def as_dict(self) -> dict[str, Any]:
         return {'status': self.status.value, 'time_s': self.time_s,

@@ -74,6 +74,7 @@ setup(
             'camera_node = deepracer_nodes.camera_node:main',
             'inference_node = deepracer_nodes.inference_node:main',
             'servo_node = deepracer_nodes.servo_node:main',
+            'sim_node = deepracer_nodes.sim_node:main',
             'deepracer = deepracer_nodes.cli:main',
         ],
     },

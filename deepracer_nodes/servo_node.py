@@ -46,6 +46,7 @@ from deepracer_nodes.ros_conversions import stamp_to_ns
 
 NODE_NAME = 'servo_node'
 BACKENDS = ('sysfs', 'sim')
+SIM_ANGULAR_Z = ('yaw_rate', 'steering_angle')
 # Commands: a short queue (the newest matters); best effort accepts both reliable and
 # best-effort publishers.
 COMMAND_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
@@ -149,6 +150,7 @@ class ServoNode(Node):
         self.latency = LatencyWindow(latency_window)
         self._start_outputs(calibration)
 
+        self._sim_angular_z = self.get_parameter('sim_angular_z').value
         self._sim_publisher = (self.create_publisher(Twist, spec.TOPICS.sim_cmd_vel, 1)
                                if isinstance(self.backend, SimulatedPwm) else None)
         self._diagnostics_publisher = self.create_publisher(
@@ -175,6 +177,11 @@ class ServoNode(Node):
         self._declare('backend', 'sysfs',
                       "PWM backend: 'sysfs' (the car's /sys/class/pwm) or 'sim' (publishes "
                       f'the resulting Twist on {spec.TOPICS.sim_cmd_vel})', read_only=True)
+        self._declare('sim_angular_z', 'yaw_rate',
+                      "What angular.z of the 'sim' backend's Twist holds: 'yaw_rate' (REP 103, "
+                      "as gz-sim's AckermannSteering and the embedded simulator read it) or "
+                      "'steering_angle' (rad, as Gazebo Classic's gazebo_ros_ackermann_drive "
+                      'reads it)', read_only=True)
         self._declare('pwm_root', spec.PWM.sysfs_root,
                       'Folder holding the pwmchipN folders', read_only=True)
         self._declare('pwm_chip', -1,
@@ -237,6 +244,8 @@ class ServoNode(Node):
                     self.get_parameter('steering_channel').value)
         try:
             if name == 'sim':
+                if self.get_parameter('sim_angular_z').value not in SIM_ANGULAR_Z:
+                    raise ValueError(f'sim_angular_z must be one of {SIM_ANGULAR_Z}')
                 return SimulatedPwm(channels=channels)
             if name == 'sysfs':
                 return SysfsPwm(root=self.get_parameter('pwm_root').value,
@@ -319,6 +328,7 @@ class ServoNode(Node):
     def _command(self, linear_x: float, angular_z: float, stamp_ns: int | None) -> None:
         self.commands_received += 1
         if not self._enabled or self.outputs is None:
+            self._publish_sim_twist()  # stopped: the simulator's reply is neutral
             return
         speed, steering_angle = drive.twist_to_drive(linear_x, angular_z, spec.CAR.wheelbase_m)
         with self.outputs.lock:
@@ -328,10 +338,11 @@ class ServoNode(Node):
             changed = self.outputs.drive(speed, steering_angle)
             now_ns = self.get_clock().now().nanoseconds
             self._last_command_ns = now_ns
-        if changed:
-            if stamp_ns:
-                self.latency.add(now_ns - stamp_ns)
-            self._publish_sim_twist()
+        if changed and stamp_ns:
+            self.latency.add(now_ns - stamp_ns)
+        # A simulator steps in lockstep with the pipeline: it gets one reply per command,
+        # changed or not (a real PWM only needs the changes).
+        self._publish_sim_twist()
 
     @_fail_safe
     def _on_watchdog(self) -> None:
@@ -401,6 +412,8 @@ class ServoNode(Node):
             speed, steering_angle = drive.duties_to_drive(duties, self.outputs.calibration)
             msg.linear.x, msg.angular.z = drive.drive_to_twist(speed, steering_angle,
                                                                spec.CAR.wheelbase_m)
+            if self._sim_angular_z == 'steering_angle':
+                msg.angular.z = steering_angle
         self._sim_publisher.publish(msg)
 
     # --- parameters: timeouts, live calibration, calibration mode -------------------------

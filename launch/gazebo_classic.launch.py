@@ -9,11 +9,9 @@ spec.TOPICS.image / camera_info, the Ackermann drive is remapped to spec.TOPICS.
 and gazebo_ros publishes /clock. No bridge is needed. The inference and servo nodes run
 exactly as on the car, on sim time, the servo with its 'sim' backend.
 
-Note: gazebo_ros_ackermann_drive reads angular.z as the front STEERING ANGLE (rad), while
-the servo's sim backend publishes the REP 103 yaw rate (as gz-sim's AckermannSteering
-expects). Until the servo node can publish the steering angle for this plugin, the car
-in Gazebo Classic steers harder than commanded (a yaw rate of 1 rad/s becomes 1 rad of
-steering, clamped to spec.CAR.max_steering_rad).
+gazebo_ros_ackermann_drive reads angular.z as the front STEERING ANGLE (rad), not the
+REP 103 yaw rate gz-sim's AckermannSteering takes, so config/gazebo_classic.yaml sets the
+servo's sim_angular_z to 'steering_angle'.
 """
 
 import os
@@ -88,6 +86,7 @@ def generate_launch_description():
                         {'model': ParameterValue(model, value_type=str)}]),
         Node(
             package=PACKAGE, executable='servo_node', name='servo_node', output='screen',
-            parameters=[config_file('servo.yaml'), config_file('gazebo.yaml'), sim_time,
+            parameters=[config_file('servo.yaml'), config_file('gazebo.yaml'),
+                        config_file('gazebo_classic.yaml'), sim_time,
                         {'max_speed_scale': ParameterValue(max_speed_scale, value_type=float)}]),
     ])

@@ -12,7 +12,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
-import sysfs_tree
+from deepracer_nodes.core import sysfs_tree
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 

@@ -1,4 +1,4 @@
-"""The package builds with colcon the way it does on a car, and installs what ros2 run/launch need."""
+"""The package builds with colcon as on a car, and installs what ros2 run and launch need."""
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ def colcon_install(tmp_path_factory):
     return workspace / 'install' / 'deepracer_nodes'
 
 
-@pytest.mark.parametrize('executable', ['camera_node', 'inference_node', 'servo_node', 'deepracer'])
+@pytest.mark.parametrize('executable', ['camera_node', 'inference_node', 'servo_node', 'sim_node',
+                                        'deepracer'])
 def test_ros2_run_finds_each_executable(colcon_install, executable):
     script = colcon_install / 'lib' / 'deepracer_nodes' / executable
     assert script.is_file() and os.access(script, os.X_OK)

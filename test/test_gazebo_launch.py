@@ -5,6 +5,7 @@ spec only, sim time; and the servo configuration they load, run for real."""
 from __future__ import annotations
 
 import ast
+import math
 from pathlib import Path
 
 import pytest
@@ -136,7 +137,7 @@ def test_our_nodes_run_on_sim_time_with_the_sim_servo_backend(flavour):
                  if isinstance(i, ast.Call) and call_name(i) == 'config_file']
         if executable == 'servo_node':
             # gazebo.yaml after servo.yaml, so its backend wins.
-            assert files == ['servo.yaml', 'gazebo.yaml']
+            assert files == ['servo.yaml', *SERVO_OVERRIDES[flavour]]
     config = yaml.safe_load((ROOT / 'config' / 'gazebo.yaml').read_text())
     assert config['servo_node']['ros__parameters']['backend'] == 'sim'
 
@@ -154,9 +155,13 @@ def test_classic_keeps_gazebo_media_and_adds_the_worlds_to_its_resource_path():
 
 # --- the servo as the Gazebo launch files configure it drives the world's topic ------------
 
-def gazebo_servo_parameters(tmp_path) -> list[Parameter]:
+# The servo's parameter files after servo.yaml, per launch file.
+SERVO_OVERRIDES = {'harmonic': ['gazebo.yaml'], 'classic': ['gazebo.yaml', 'gazebo_classic.yaml']}
+
+
+def gazebo_servo_parameters(tmp_path, flavour) -> list[Parameter]:
     values = {}
-    for name in ('servo.yaml', 'gazebo.yaml'):
+    for name in ('servo.yaml', *SERVO_OVERRIDES[flavour]):
         values.update(yaml.safe_load((ROOT / 'config' / name).read_text())
                       ['servo_node']['ros__parameters'])
     values['calibration_file'] = str(tmp_path / 'calibration.json')  # factory defaults
@@ -164,11 +169,14 @@ def gazebo_servo_parameters(tmp_path) -> list[Parameter]:
 
 
 def test_servo_configured_for_gazebo_publishes_the_drive_twist(ros_context, executor,
-                                                               tmp_path):
+                                                               tmp_path, flavour):
+    """Harmonic's AckermannSteering takes the yaw rate in angular.z, Classic's
+    gazebo_ros_ackermann_drive the steering angle: 1 m/s at 0.5 rad/s is atan(0.5 * L)."""
     import rclpy
     from deepracer_nodes.servo_node import ServoNode
 
-    servo = ServoNode(context=ros_context, parameter_overrides=gazebo_servo_parameters(tmp_path))
+    servo = ServoNode(context=ros_context,
+                      parameter_overrides=gazebo_servo_parameters(tmp_path, flavour))
     probe = rclpy.create_node('gazebo_drive_probe', context=ros_context)
     received: list[Twist] = []
     probe.create_subscription(Twist, spec.TOPICS.sim_cmd_vel, received.append, 10)
@@ -186,8 +194,15 @@ def test_servo_configured_for_gazebo_publishes_the_drive_twist(ros_context, exec
 
         def driving() -> bool:
             commands.publish(command)
-            return any(m.linear.x > 0.5 and m.angular.z > 0.0 for m in received)
+            return any(m.linear.x > 0.5 for m in received)
         assert spin_until(executor, driving, 10.0), 'no drive Twist for the world'
+        drive = [m for m in received if m.linear.x > 0.5][-1]
+        steering = math.atan(0.5 * spec.CAR.wheelbase_m / 1.0)
+        if flavour == 'classic':
+            assert drive.angular.z == pytest.approx(steering, abs=0.01)
+        else:
+            assert drive.angular.z == pytest.approx(
+                drive.linear.x * math.tan(steering) / spec.CAR.wheelbase_m, abs=0.01)
     finally:
         executor.remove_node(servo)
         executor.remove_node(probe)

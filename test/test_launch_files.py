@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from deepracer_nodes.core import spec
+
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH_FILES = sorted((ROOT / 'launch').glob('*.launch.py'))
 
@@ -49,6 +51,21 @@ def assigned_value(tree, name: ast.Name):
     return values[-1]
 
 
+def node_package(tree, call: ast.Call) -> str:
+    """The package= of a Node action: a literal, or a module constant (possibly spec's)."""
+    value = keyword(call, 'package')
+    if isinstance(value, ast.Name):
+        value = assigned_value(tree, value)
+    if isinstance(value, ast.Attribute) and getattr(value.value, 'id', None) == 'spec':
+        return getattr(spec, value.attr)
+    return ast.literal_eval(value)
+
+
+def our_nodes(tree) -> list[ast.Call]:
+    """Node actions of this package (others, e.g. a Gazebo bridge, have tests of their own)."""
+    return [c for c in calls(tree, 'Node') if node_package(tree, c) == 'deepracer_nodes']
+
+
 def node_class(executable: str):
     """The rclpy Node subclass behind a console script."""
     from rclpy.node import Node
@@ -85,8 +102,8 @@ def test_launch_file_defines_generate_launch_description(launch_tree):
 
 def test_every_executable_is_a_console_script_of_this_package(launch_tree):
     _, tree = launch_tree
-    nodes = calls(tree, 'Node')
-    assert nodes, 'no Node actions'
+    nodes = our_nodes(tree)
+    assert nodes, 'no Node actions of this package'
     scripts = console_scripts()
     for call in nodes:
         executable = ast.literal_eval(keyword(call, 'executable'))
@@ -112,7 +129,7 @@ def test_every_launch_configuration_is_declared(launch_tree):
 
 def test_parameter_overrides_and_files_name_declared_parameters(launch_tree, ros_context):
     _, tree = launch_tree
-    for call in calls(tree, 'Node'):
+    for call in our_nodes(tree):
         executable = ast.literal_eval(keyword(call, 'executable'))
         node_name = ast.literal_eval(keyword(call, 'name'))
         declared = declared_parameters(executable, ros_context)

@@ -33,7 +33,7 @@ from deepracer_nodes.camera_node import CameraNode
 from deepracer_nodes.core import onnx_build, spec
 from deepracer_nodes.inference_node import InferenceNode
 from deepracer_nodes.servo_node import ServoNode
-from sysfs_tree import make_pwm_tree, read_value
+from deepracer_nodes.core.sysfs_tree import make_pwm_tree, read_value
 
 STEER_LEFT_NS, STEER_RIGHT_NS, STEER_CENTRE_NS = 1_700_000, 1_200_000, 1_450_000
 THROTTLE_1MPS_NS, THROTTLE_NEUTRAL_NS = 1_381_875, 1_446_000

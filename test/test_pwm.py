@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-import sysfs_tree
+from deepracer_nodes.core import sysfs_tree
 
 from deepracer_nodes.core import pwm, spec
 from deepracer_nodes.core.pwm import PwmError, SimulatedPwm, SysfsPwm

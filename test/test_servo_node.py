@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-import sysfs_tree
+from deepracer_nodes.core import sysfs_tree
 from conftest import spin_until
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import Twist, TwistStamped

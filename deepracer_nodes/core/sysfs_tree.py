@@ -1,4 +1,4 @@
-"""A real directory tree shaped like /sys/class/pwm, for tests that drive SysfsPwm.
+"""A real directory tree shaped like /sys/class/pwm, for tests and benchmarks of SysfsPwm.
 
     root = make_pwm_tree(tmp_path)              # pwmchip0 with pwm0/ and pwm1/ exported
     root = make_pwm_tree(tmp_path, exported=()) # nothing exported: export must create them

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -334,7 +335,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--json', type=Path, default=None, help='also write the figures here')
 
 
+def isolate_dds_domain() -> int:
+    """A DDS domain of this run's own (inherited by the node processes), so another ROS
+    graph on this machine (a car stack, a simulation) neither feeds nor loads the measure."""
+    domain = 1 + os.getpid() % 100
+    os.environ['ROS_DOMAIN_ID'] = str(domain)
+    os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    return domain
+
+
 def run(args: argparse.Namespace) -> int:
+    print(f'ROS domain {isolate_dds_domain()} (private to this run)')
     with tempfile.TemporaryDirectory(prefix='deepracer-bench-') as tmp:
         workdir = Path(tmp)
         model = args.model or build_benchmark_model(workdir / 'bench_model')

@@ -263,7 +263,7 @@ class CalibrationSession:
     calibration: cal.Calibration = cal.FACTORY_CALIBRATION
 
     def run(self, keys: KeyReader) -> int:
-        self.client.wait_ready()
+        """The session with a servo node the client has found (client.wait_ready())."""
         self.original = self.client.calibration()
         self.calibration = self.original
         self.values = {'steering': self.original.steering.mid_ns,
@@ -396,6 +396,7 @@ def cmd_interactive(args: argparse.Namespace, out: TextIO, keys_in: TextIO = sys
                     context=None) -> int:
     client = ServoCalibrationClient(args.node, context=context, timeout_s=args.timeout)
     try:
+        client.wait_ready()  # before any key is read: no node, no session
         session = CalibrationSession(client, out, arm_seconds=args.arm_seconds)
         with _cbreak(keys_in):
             try:

@@ -174,6 +174,11 @@ class SimNode(Node):
         self.grace_steps = 0
         self.render_s: deque[float] = deque(maxlen=RENDER_WINDOW)
         self.render_total_s = 0.0
+        # Where lockstep time goes: waiting for the pipeline's answers vs this node's work
+        # (physics, rules, rendering, publishing), wall seconds summed over the run.
+        self.pipeline_wait_total_s = 0.0
+        self.sim_work_total_s = 0.0
+        self._frame_out_at: float | None = None
         self._lock = threading.Lock()  # guards the snapshot read by other threads
         self._snapshot = self.session.state()
         self._diag = (time.monotonic(), 0, self.session.time_ns)
@@ -322,6 +327,8 @@ class SimNode(Node):
         now_ns = self.session.time_ns
         stamp = ns_to_stamp(now_ns)
         self._clock_publisher.publish(ClockMsg(clock=stamp))
+        if not self._pose_publisher.get_subscription_count():
+            return  # nobody listens: spare the lockstep loop the work
         car = self.session.car
         pose = PoseStamped()
         pose.header.stamp = stamp
@@ -356,16 +363,20 @@ class SimNode(Node):
         state = session.state()
         with self._lock:
             self._snapshot = state
-        message = state.as_dict()
-        if session.status.value != 'ready':
-            params = session.reward_params()
-            params.pop('waypoints')
-            message['reward_params'] = params
-        self._state_publisher.publish(String(data=json.dumps(message)))
+        if final or self._state_publisher.get_subscription_count():
+            self._publish_state(state)
         for observer in self.step_observers:
             observer(session.last_record, frame)
         if final:
             self._stop(state)
+
+    def _publish_state(self, state: SessionState) -> None:
+        message = state.as_dict()
+        if state.status.value != 'ready':
+            params = self.session.reward_params()
+            params.pop('waypoints')  # constant: on the track topic
+            message['reward_params'] = params
+        self._state_publisher.publish(String(data=json.dumps(message)))
 
     def _stop(self, state: SessionState) -> None:
         self._awaiting_ns = None
@@ -397,11 +408,16 @@ class SimNode(Node):
         self._grace_timer.reset()  # the Twist that follows it normally comes first
 
     def _answered(self) -> None:
+        started = time.perf_counter()
+        if self._frame_out_at is not None and self._pipeline_alive:
+            self.pipeline_wait_total_s += started - self._frame_out_at
         self._awaiting_ns = None
         self._pipeline_alive = True
         self._timeout_timer.cancel()
         self._grace_timer.cancel()
         self._step_to_next_frame()
+        self._frame_out_at = time.perf_counter()
+        self.sim_work_total_s += self._frame_out_at - started
 
     def _on_grace(self) -> None:
         self._grace_timer.cancel()

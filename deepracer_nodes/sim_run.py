@@ -127,7 +127,9 @@ class Stack:
                 Parameter('calibration_file', value=str(calibration_file))])
             self.threads.spin(self.servo)
             self.inference = InferenceNode(context=context, parameter_overrides=[
-                sim_time, Parameter('model', value=str(model))])
+                sim_time, Parameter('model', value=str(model)),
+                # Nobody listens to them here; each message costs the lockstep loop.
+                Parameter('publish_probabilities', value=False)])
             if self.inference.loaded_model is None:
                 raise ValueError(f'the inference node could not load the model {model} '
                                  '(its error is in the log above)')
@@ -246,7 +248,8 @@ def run(args: argparse.Namespace) -> int:
         wall_time_s=wall_s, sim_time_s=sim_s, frames=sim.frames_published,
         render_ms_mean=1e3 * sim.render_total_s / max(sim.frames_published, 1),
         render_ms_p99=_p99_ms(list(sim.render_s)), response_timeouts=sim.response_timeouts,
-        grace_steps=sim.grace_steps, commands_received=sim.commands_received)
+        grace_steps=sim.grace_steps, commands_received=sim.commands_received,
+        pipeline_wait_s=sim.pipeline_wait_total_s, sim_work_s=sim.sim_work_total_s)
     results = sim_results.race_results(sim.state(), recorder.records, figures,
                                        _settings(args, model, time_limit), sim.session.track,
                                        pipeline_error=problem)

@@ -97,6 +97,9 @@ class RunFigures:
     response_timeouts: int
     grace_steps: int
     commands_received: int
+    # Lockstep: wall seconds spent waiting for the pipeline's answers, and in the simulator.
+    pipeline_wait_s: float = math.nan
+    sim_work_s: float = math.nan
 
     @property
     def real_time_factor(self) -> float:
@@ -144,6 +147,10 @@ def race_results(state: SessionState, records: list[StepRecord], figures: RunFig
             'response_timeouts': figures.response_timeouts,
             'grace_steps': figures.grace_steps,
             'commands_received': figures.commands_received,
+            'pipeline_ms_per_frame': _finite_or_none(
+                1e3 * figures.pipeline_wait_s / max(figures.frames, 1)),
+            'sim_ms_per_frame': _finite_or_none(
+                1e3 * figures.sim_work_s / max(figures.frames, 1)),
         },
         'rewards': None if not rewards else {
             'total': float(np.sum(rewards)), 'mean': float(np.mean(rewards)),
@@ -177,8 +184,11 @@ def format_table(results: dict[str, Any]) -> str:
     rtf = perf['real_time_factor']
     render_ms = perf['render_ms_per_frame']
     rows += [('real-time factor', f'{rtf:.1f}x' if rtf is not None else 'n/a'),
-             ('render per frame', f'{render_ms:.3f} ms' if render_ms is not None else 'n/a'),
-             ('frames', f"{perf['frames']}"),
+             ('render per frame', f'{render_ms:.3f} ms' if render_ms is not None else 'n/a')]
+    if perf['pipeline_ms_per_frame'] is not None:
+        rows.append(('per frame: sim / pipeline', f"{perf['sim_ms_per_frame']:.2f} / "
+                                                  f"{perf['pipeline_ms_per_frame']:.2f} ms"))
+    rows += [('frames', f"{perf['frames']}"),
              ('pipeline timeouts', f"{perf['response_timeouts']}")]
     width = max(len(name) for name, _ in rows)
     lines = [f'{name:<{width}}  {value}' for name, value in rows]

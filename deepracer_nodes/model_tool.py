@@ -535,8 +535,9 @@ def cmd_load(args: argparse.Namespace, out: TextIO, err: TextIO, context=None) -
     return 0
 
 
-def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr,
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None,
         context=None) -> int:
+    out, err = out or sys.stdout, err or sys.stderr  # looked up now: tests capture them
     command = args.model_command
     try:
         if command == 'import':

@@ -244,12 +244,15 @@ def run(args: argparse.Namespace) -> int:
         finally:
             stack.stop()
     sim = stack.sim
+    lockstep = args.real_time_factor == 0.0
     figures = sim_results.RunFigures(
         wall_time_s=wall_s, sim_time_s=sim_s, frames=sim.frames_published,
         render_ms_mean=1e3 * sim.render_total_s / max(sim.frames_published, 1),
         render_ms_p99=_p99_ms(list(sim.render_s)), response_timeouts=sim.response_timeouts,
         grace_steps=sim.grace_steps, commands_received=sim.commands_received,
-        pipeline_wait_s=sim.pipeline_wait_total_s, sim_work_s=sim.sim_work_total_s)
+        # Measured in lockstep only: in real time the timer sets the pace.
+        pipeline_wait_s=sim.pipeline_wait_total_s if lockstep else math.nan,
+        sim_work_s=sim.sim_work_total_s if lockstep else math.nan)
     results = sim_results.race_results(sim.state(), recorder.records, figures,
                                        _settings(args, model, time_limit), sim.session.track,
                                        pipeline_error=problem)

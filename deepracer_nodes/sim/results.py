@@ -260,11 +260,13 @@ def _overhead_texture(track: Track, appearance: render.Appearance) -> render.Gro
 
 
 def _label(image: np.ndarray, lines: list[str]) -> None:
+    """White text on a darkened box in the top left corner, readable on any background."""
+    font, scale, line_px = cv2.FONT_HERSHEY_SIMPLEX, 0.5, 20
+    width = max(cv2.getTextSize(text, font, scale, 1)[0][0] for text in lines)
+    box = image[:line_px * len(lines) + 8, :width + 12]
+    box[:] = box // 3
     for i, text in enumerate(lines):
-        origin = (8, 22 + 22 * i)
-        cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 3,
-                    cv2.LINE_AA)
-        cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.55, TEXT_COLOUR, 1,
+        cv2.putText(image, text, (6, 18 + line_px * i), font, scale, TEXT_COLOUR, 1,
                     cv2.LINE_AA)
 
 

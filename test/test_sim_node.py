@@ -286,3 +286,45 @@ def test_restart_service_puts_the_car_back(executor, ros_context, circle_route):
 def test_bad_settings_are_refused_with_the_reason(ros_context, parameters, message):
     with pytest.raises(ValueError, match=message):
         make_sim(ros_context, **parameters)
+
+
+# --- the ROS-free session under the node ------------------------------------------------------
+
+def test_race_clock_starts_at_the_first_moving_command(circle_route):
+    from deepracer_nodes.sim.session import RaceSession, SessionConfig, Status
+    from deepracer_nodes.sim.track import load_route
+    session = RaceSession(load_route(circle_route), config=SessionConfig(laps=1))
+    for _ in range(30):  # a car not yet enabled: stopped, time runs, no race yet
+        assert session.advance() is None
+    assert session.status is Status.READY and session.state().race_time_s == 0.0
+    assert session.time_ns == 31 * FRAME_NS
+    session.set_command(SPEED_MPS, CIRCLE_STEERING)
+    while not session.status.final:
+        session.advance()
+    assert session.status is Status.FINISHED
+    # Timed from the green light, not from the start of the simulation.
+    assert session.state().lap_times_s[0] == pytest.approx(LAP_M / SPEED_MPS + 0.25, abs=0.1)
+
+
+def test_physics_ticks_land_on_the_frame_grid(circle_route):
+    from deepracer_nodes.sim.session import RaceSession, SessionConfig
+    from deepracer_nodes.sim.track import load_route
+    session = RaceSession(load_route(circle_route),
+                          config=SessionConfig(camera_fps=15.0, physics_rate=60.0))
+    session.set_command(SPEED_MPS, CIRCLE_STEERING)
+    frames_due = [session.tick() for _ in range(4 * 150)]
+    assert frames_due == [False, False, False, True] * 150
+    assert session.time_ns == 151 * FRAME_NS  # exact after 150 frames (10 s): no drift
+
+
+@pytest.mark.parametrize('settings, message', [
+    ({'camera_fps': 0.0}, 'camera_fps'),
+    ({'physics_rate': 10.0}, 'whole multiple'),
+    ({'physics_rate': 22.5}, 'whole multiple'),
+    ({'laps': 1.5}, 'laps'),
+    ({'time_limit_s': -1.0}, 'time_limit_s'),
+])
+def test_session_settings_are_checked(settings, message):
+    from deepracer_nodes.sim.session import SessionConfig
+    with pytest.raises(ValueError, match=message):
+        SessionConfig(**settings)

@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test sim bench lint clean
+.PHONY: install test sim bench lint clean train
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ test: $(STAMP)
 # Race the bundled model in the embedded simulator (options: $(BIN)/deepracer sim --help).
 sim: $(STAMP)
 	$(BIN)/deepracer sim
+
+# Train the bundled model again from scratch on the CPU (PyTorch's CPU build, ~20-30 min
+# on 2 cores): the same settings and seed as models/centerline_v1 (its training_log.json).
+train: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[laptop,sim,train]'
+	$(BIN)/deepracer train --output models/centerline_v1
 
 lint: $(STAMP)
 	$(BIN)/python -m flake8 deepracer_nodes launch test

@@ -23,24 +23,28 @@ from dataclasses import dataclass
 import numpy as np
 
 from deepracer_nodes.sim.track import Track
-from deepracer_nodes.sim.track_library import track_from_control_points
+from deepracer_nodes.sim.track_library import MIN_CENTRE_RADIUS_M, track_from_control_points
 
 FAMILIES = ('blob', 'circuit', 'chicane')
 # A polygon refused at one length is tried again this much larger.
 GROWTH_PER_RETRY = 1.12
+# Floor left between the inner border of the tightest bend and the bend's centre.
+MIN_INNER_BORDER_RADIUS_M = 0.15
 
 
 @dataclass(frozen=True)
 class TrackRanges:
-    """What random tracks may look like: DeepRacer mats are 16-60 m of centre line and
-    about 1.07 m wide; widths either side of that keep the policy from relying on it."""
+    """What random tracks may look like. DeepRacer's tracks are 16-60 m of centre line,
+    0.66-1.07 m wide (narrow ones bend as tight as ~0.5 m), with waypoints every
+    0.1-0.5 m; the ranges go a little beyond so none of it is a surprise."""
 
     length_m: tuple[float, float] = (16.0, 60.0)
-    width_m: tuple[float, float] = (0.9, 1.2)
+    width_m: tuple[float, float] = (0.6, 1.2)
+    waypoint_spacing_m: tuple[float, float] = (0.1, 0.5)
     max_attempts: int = 500
 
     def __post_init__(self) -> None:
-        for name in ('length_m', 'width_m'):
+        for name in ('length_m', 'width_m', 'waypoint_spacing_m'):
             low, high = getattr(self, name)
             if not 0.0 < low <= high:
                 raise ValueError(f'{name} must be a range 0 < low <= high, got {(low, high)}')
@@ -55,6 +59,10 @@ def random_track(rng: np.random.Generator, ranges: TrackRanges = TrackRanges(),
     The family is drawn first and kept, so families that are refused more often are not
     under-represented. A polygon too tight at its drawn length is tried again larger,
     which makes bends near the tightest allowed radius common, as on real mats.
+    The bundled tracks' builder refuses bends under MIN_CENTRE_RADIUS_M (made for a
+    1.07 m wide track), so a narrower track is built larger (at 1/shrink of its size,
+    width included, which keeps the builder's clearance checks meaningful) and scaled
+    down: its bends get as tight as its width allows.
     Raises RuntimeError if no valid track was drawn in ranges.max_attempts tries (which
     only happens with ranges far outside DeepRacer's).
     """
@@ -63,19 +71,34 @@ def random_track(rng: np.random.Generator, ranges: TrackRanges = TrackRanges(),
     for _ in range(ranges.max_attempts):
         polygon = _POLYGONS[family](rng)
         width = float(rng.uniform(*ranges.width_m))
+        tightest_shrink = min(1.0, (width / 2.0 + MIN_INNER_BORDER_RADIUS_M)
+                              / MIN_CENTRE_RADIUS_M)
+        shrink = float(rng.uniform(tightest_shrink, 1.0))
+        spacing = float(rng.uniform(*ranges.waypoint_spacing_m))
         # Short tracks are the common case on real mats (16-35 m): favour them.
         target = low + (high - low) * float(rng.uniform(0.0, 1.0)) ** 1.5
         while target <= high:
             try:
-                track = track_from_control_points(_place(polygon, target, rng),
-                                                  name=f'{name}_{family}', width_m=width)
+                large = track_from_control_points(
+                    _place(polygon, target / shrink, rng), name=f'{name}_{family}',
+                    width_m=width / shrink, spacing_m=spacing / shrink)
             except ValueError:
                 target *= GROWTH_PER_RETRY
                 continue
+            track = _shrunk(large, shrink, width)
             if low <= track.length_m <= high:
                 return track.reversed() if rng.random() < 0.5 else track
             break
     raise RuntimeError(f'no valid random {family} track in {ranges.max_attempts} attempts')
+
+
+def _shrunk(track: Track, factor: float, width_m: float) -> Track:
+    """The track scaled by factor, with borders width_m apart."""
+    centre = track.waypoints * factor
+    across = track.inner - track.outer  # towards the inner (left) border
+    across = across / np.hypot(*across.T)[:, None]
+    return Track(centre, centre + across * (width_m / 2.0), centre - across * (width_m / 2.0),
+                 name=track.name)
 
 
 def _place(polygon: np.ndarray, target_length_m: float, rng: np.random.Generator) -> np.ndarray:
@@ -173,7 +196,8 @@ def _outline(cells: set[tuple[int, int]]) -> np.ndarray | None:
     vertices = np.array(loop)
     before, after = np.roll(vertices, 1, axis=0), np.roll(vertices, -1, axis=0)
     # Keep only real corners (where the direction changes).
-    turning = np.cross(vertices - before, after - vertices) != 0
+    incoming, outgoing = vertices - before, after - vertices
+    turning = incoming[:, 0] * outgoing[:, 1] - incoming[:, 1] * outgoing[:, 0] != 0
     return vertices[turning]
 
 

@@ -185,7 +185,7 @@ class Trainer:
             self.optimiser.zero_grad(set_to_none=True)
             loss.backward()
             self.optimiser.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             hits.append(float((logits.argmax(1) == target.argmax(1)).float().mean()))
             self.progress(f'round {round_index}: training', 1)
         self.net.eval()

@@ -104,7 +104,7 @@ def _check_metadata_early(found: FoundModel) -> ModelMetadata:
     try:
         metadata = load_metadata(found.metadata_file)
     except MetadataError as error:
-        raise ModelError(f'{METADATA_FILE_NAME}: {_without_path(str(error))}') from None
+        raise ModelError(_relative(str(error), found.metadata_file.parent)) from None
     if metadata.unsupported_sensors:
         names = ', '.join(s.value for s in metadata.unsupported_sensors)
         raise ModelError(f'the model needs {names}; this stack drives single-camera models '
@@ -112,10 +112,11 @@ def _check_metadata_early(found: FoundModel) -> ModelMetadata:
     return metadata
 
 
-def _without_path(message: str) -> str:
-    """Drop a leading '/some/path: ' the lower layers put before their message."""
-    head, separator, rest = message.partition(': ')
-    return rest if separator and ('/' in head or head.endswith('.json')) else message
+def _relative(message: str, folder: Path) -> str:
+    """The lower layers' message with the model folder's path left out (noise to a user)."""
+    message = message.replace(f'{folder}{os.sep}', '')
+    prefix = f'{folder}: '
+    return message[len(prefix):] if message.startswith(prefix) else message
 
 
 def import_model(source: str | Path, models_dir: str | Path | None = None,
@@ -270,7 +271,7 @@ def validate_folder(folder: str | Path) -> Validation:
         try:
             metadata = load_metadata(folder / METADATA_FILE_NAME)
         except MetadataError as error:
-            result.problems.append(f'{METADATA_FILE_NAME}: {_without_path(str(error))}')
+            result.problems.append(_relative(str(error), folder))
     if metadata is not None:
         if metadata.unsupported_sensors:
             names = ', '.join(s.value for s in metadata.unsupported_sensors)
@@ -285,7 +286,7 @@ def validate_folder(folder: str | Path) -> Validation:
     try:
         result.policy = Policy.load(folder, intra_op_threads=1)
     except ModelError as error:
-        result.problems.append(_without_path(str(error)))
+        result.problems.append(_relative(str(error), folder))
     result.load_seconds = time.perf_counter() - start
     return result
 

@@ -111,8 +111,10 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
                      'physics ticks, /clock and pose messages per second of sim time, a whole '
                      'multiple of camera_fps (the actuator lags are integrated exactly inside '
                      'each tick, so a higher rate only makes the clock finer)'),
-    'real_time_factor': (0.0, '0 = lockstep with the pipeline, as fast as it answers; '
-                              '1 = real time; 2 = twice as fast as real time, ...'),
+    'real_time_factor': (0.0, '0 = lockstep: each frame waits for the answer of the drive '
+                              'pipeline, as fast as it answers; 1 = real time (for teleop or '
+                              'anything that does not answer every frame); 2 = twice as '
+                              'fast as real time, ...'),
     'response_timeout': (1.0, 'lockstep: wall-clock seconds to wait for the answer to a frame '
                               'before going on with the last command'),
     'reply_grace': (0.05, 'lockstep: wall-clock seconds to wait for the Twist after the '

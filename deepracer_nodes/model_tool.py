@@ -68,7 +68,7 @@ class ImportResult:
     folder: Path
     converted: bool
     record: dict
-    policy: Policy
+    summary: str  # action space, input and size, as `validate` prints it
     seconds: float
     load_seconds: float
     notes: list[str] = field(default_factory=list)
@@ -153,11 +153,11 @@ def import_model(source: str | Path, models_dir: str | Path | None = None,
         built.mkdir()
         record = _build(found, unpacked, built, source, tolerance)
         load_start = time.perf_counter()
-        policy = Policy.load(built, intra_op_threads=1)
+        policy = Policy.load(built, intra_op_threads=1)  # stored only if it can drive
         load_seconds = time.perf_counter() - load_start
+        summary = describe_policy(policy)
         _move_into_place(built, destination, staging)
-        policy = Policy.load(destination, intra_op_threads=1)  # the folder it now lives in
-        return ImportResult(name, destination, not found.is_onnx, record, policy,
+        return ImportResult(name, destination, not found.is_onnx, record, summary,
                             time.perf_counter() - start, load_seconds)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -466,7 +466,7 @@ def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
                   f'{conversion["max_abs_diff_vs_tensorflow"]:.2g}\n')
     else:
         out.write(f'  took {result.record["model_file"]} as is (no conversion needed)\n')
-    out.write(f'  {describe_policy(result.policy)}\n')
+    out.write(f'  {result.summary}\n')
     out.write(f'  import {result.seconds:.2f} s, load check {result.load_seconds:.3f} s\n')
     out.write(f'drive it: deepracer model load {result.name}   (or the car launch file\'s '
               f'model:={result.name})\n')

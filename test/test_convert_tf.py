@@ -136,7 +136,7 @@ def test_sac_continuous_graph_is_detected_and_converted(tmp_path):
     frame = np.full((H, W), 128, np.uint8)
     expected = tensorflow_output(graph, SAC_INPUT, convert.SAC_OUTPUT,
                                  frame.astype(np.float32)[None, :, :, None])[0]
-    decision = result.policy.act(frame)
+    decision = Policy.load(result.folder).act(frame)
     steering = np.clip(expected[0], -1, 1)
     assert decision.steering_angle_rad == pytest.approx(np.radians(30.0 * steering), abs=1e-4)
 

@@ -205,6 +205,19 @@ def test_a_header_claiming_a_huge_size_is_refused_before_any_data_is_read(sandbo
     refused(sandbox, archive, 'over the limit')
 
 
+def test_a_header_bomb_is_stopped_by_the_decompressed_byte_cap(sandbox):
+    # tarfile reads a PAX header into memory whole before yielding its member: 3 MB of
+    # comment (a few kB compressed) must be stopped while decompressing, not after.
+    info, data = file_member('model_metadata.json', METADATA)
+    info.pax_headers = {'comment': 'x' * 3_000_000}
+    archive = sandbox / 'archives' / 'pax.tar.gz'
+    with tarfile.open(archive, 'w:gz', format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(info, io.BytesIO(data))
+    assert archive.stat().st_size < 20_000
+    refused(sandbox, archive, r'unpacks to more than \d+ bytes \(headers included\)',
+            ExtractionLimits(max_members=10, max_total_bytes=100_000))
+
+
 def test_too_many_members_are_refused(sandbox):
     members = [file_member(f'f{i}.txt', b'x') for i in range(6)]
     archive = make_tar(sandbox / 'archives' / 'many.tar.gz', members)

@@ -24,6 +24,10 @@ Plain Python: no ROS, no TensorFlow.
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import io
+import lzma
 import os
 import shutil
 import stat
@@ -49,8 +53,8 @@ class ExtractionLimits:
     """Caps against archive bombs. A console model is 3-30 files and 5-100 MB."""
 
     max_members: int = 10_000
-    max_member_bytes: int = 1 << 30      # 1 GiB
-    max_total_bytes: int = 2 << 30       # 2 GiB
+    max_member_bytes: int = 512 << 20    # 512 MiB
+    max_total_bytes: int = 1 << 30       # 1 GiB
 
     def __post_init__(self) -> None:
         for name in ('max_members', 'max_member_bytes', 'max_total_bytes'):
@@ -188,18 +192,69 @@ def _write_member(member: _Member, target: Path, budget: _Budget) -> None:
             out.write(chunk)
 
 
+# Compressed tar streams by their first bytes (tarfile's own detection would decompress).
+_COMPRESSIONS = ((b'\x1f\x8b', 'gz'), (b'BZh', 'bz2'), (b'\xfd7zXZ\x00', 'xz'))
+_TAR_MAGIC_OFFSET = 257  # 'ustar' in the first header of every POSIX/GNU tar
+
+
 def archive_kind(path: Path) -> str:
-    """'zip' or 'tar' (plain, gz, bz2 or xz); ArchiveError for anything else."""
+    """'zip', 'tar' or a compressed tar ('gz', 'bz2', 'xz'); ArchiveError for anything else.
+
+    Decided from the first bytes only: nothing is decompressed to find out.
+    """
     if not path.is_file():
         raise ArchiveError(f'{path} is not a file')
     if zipfile.is_zipfile(path):
         return 'zip'
-    try:
-        if tarfile.is_tarfile(path):
-            return 'tar'
-    except (OSError, EOFError) as error:
-        raise ArchiveError(f'cannot read {path}: {error}') from None
+    with path.open('rb') as stream:
+        head = stream.read(_TAR_MAGIC_OFFSET + 5)
+    for magic, kind in _COMPRESSIONS:
+        if head.startswith(magic):
+            return kind
+    if head[_TAR_MAGIC_OFFSET:] == b'ustar':
+        return 'tar'
     raise ArchiveError(f'{path} is not a tar (.tar.gz, .tgz, .tar) or zip archive')
+
+
+class _CappedStream(io.RawIOBase):
+    """The decompressed tar stream, refusing to yield more than cap bytes in all.
+
+    This bounds what tarfile itself reads between and inside headers (a PAX header or
+    padding bomb is held in memory by tarfile before we ever see a member)."""
+
+    def __init__(self, stream: BinaryIO, cap: int, raw: BinaryIO) -> None:
+        super().__init__()
+        self._stream, self._cap, self._count, self._raw = stream, cap, 0, raw
+
+    def close(self) -> None:
+        # The decompressors do not close a file object they were given.
+        self._stream.close()
+        self._raw.close()
+        super().close()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self._count += len(data)
+        if self._count > self._cap:
+            raise ArchiveError(f'the archive unpacks to more than {self._cap} bytes '
+                               '(headers included)')
+        return data
+
+
+def _open_tar_stream(path: Path, kind: str, limits: ExtractionLimits) -> _CappedStream:
+    # Room for each member's header and padding beyond its data, and the end blocks.
+    cap = limits.max_total_bytes + limits.max_members * 1024 + (64 << 10)
+    openers = {'gz': lambda raw: gzip.GzipFile(fileobj=raw, mode='rb'),
+               'bz2': bz2.BZ2File, 'xz': lzma.LZMAFile}
+    raw = path.open('rb')
+    try:
+        return _CappedStream(openers[kind](raw) if kind in openers else raw, cap, raw)
+    except BaseException:
+        raw.close()
+        raise
 
 
 def extract_archive(archive_path: str | Path, target: str | Path,
@@ -220,7 +275,9 @@ def extract_archive(archive_path: str | Path, target: str | Path,
                     raise ArchiveError(f'the archive has more than {limits.max_members} members')
                 _extract_members(_zip_members(archive), target, budget, written)
         else:
-            with tarfile.open(archive_path, 'r:*') as archive:
+            with _open_tar_stream(archive_path, kind, limits) as stream, \
+                    tarfile.open(fileobj=stream, mode='r|') as archive:
+                # Stream mode: one forward pass, no seeking back through the decompressor.
                 _extract_members(_tar_members(archive, target), target, budget, written)
     except BaseException as error:
         shutil.rmtree(target, ignore_errors=True)

@@ -328,12 +328,16 @@ class ListedModel:
     bundled: bool
 
 
+def _bundled_models_dir() -> Path | None:
+    try:
+        return paths.share_path('models').resolve()
+    except FileNotFoundError:
+        return None
+
+
 def find_models(search_dirs: list[Path]) -> list[tuple[Path, list[ListedModel]]]:
     """The model folders of each search folder (in lookup order) with their state."""
-    try:
-        bundled_dir = paths.share_path('models').resolve()
-    except FileNotFoundError:
-        bundled_dir = None
+    bundled_dir = _bundled_models_dir()
     seen: dict[str, Path] = {}
     listing = []
     for directory in search_dirs:
@@ -515,8 +519,9 @@ def _record_summary(path: Path) -> str:
 
 def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
     listing = find_models(default_search_dirs([args.models_dir] if args.models_dir else []))
+    bundled_dir = _bundled_models_dir()
     for directory, models in listing:
-        bundled = models and models[0].bundled
+        bundled = bundled_dir is not None and directory.resolve() == bundled_dir
         state = '' if directory.is_dir() else ' (does not exist)'
         out.write(f'{directory}{" (bundled with the package)" if bundled else ""}{state}\n')
         if directory.is_dir() and not models:

@@ -10,7 +10,9 @@ ONLY inside a fresh target folder, and refuses the archive as a whole when any m
 - is encrypted (zip);
 - makes the archive exceed the limits (member count, bytes per member, bytes in all).
   Sizes are checked from the headers before anything is written AND counted while the
-  bytes stream out, so a header that lies cannot get past them (archive bombs).
+  bytes stream out, so a header that lies cannot get past them (archive bombs); a tar is
+  read as one forward stream whose decompressed bytes are capped too, so even what
+  tarfile reads for itself (PAX headers) is bounded.
 
 On any refusal or error the target folder is removed: nothing is left behind. The checks
 are our own, because the car may run Python 3.10; where tarfile has the 'data' extraction

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -144,3 +145,12 @@ def test_raw_targets_are_validated():
         with pytest.raises(ValueError) as raised:
             drive.raw_target(*args, calibration)
         assert str(raised.value).startswith(message)
+
+
+def test_max_speed_scale_slows_the_car_the_duties_describe():
+    """Half the throttle of 2 m/s: the car follows the curve from that throttle, not 2 m/s."""
+    half = replace(FACTORY_CALIBRATION, max_speed_scale=0.5)
+    speed, _ = drive.duties_to_drive(drive.drive_to_duties(2.0, 0.0, half), half)
+    expected = drive.speed_from_throttle(0.5 * drive.throttle_from_speed(2.0, VMAX), VMAX)
+    assert speed == pytest.approx(expected, abs=0.01)
+    assert speed < 1.5

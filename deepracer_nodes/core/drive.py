@@ -135,10 +135,14 @@ def drive_to_duties(speed_mps: float, steering_angle_rad: float,
 
 
 def duties_to_drive(duties: Duties, calibration: Calibration) -> tuple[float, float]:
-    """(speed m/s, steering angle rad) that a car would follow for these duty cycles."""
+    """(speed m/s, steering angle rad) that a car would follow for these duty cycles.
+
+    The car's speed depends on the throttle alone (the curve with vmax, scale 1): a
+    max_speed_scale below 1 lowers the throttle, so the car, simulated too, goes slower.
+    """
     throttle = calibration.throttle.ratio_from_duty(duties.throttle_ns)
     steering = calibration.steering.ratio_from_duty(duties.steering_ns)
-    speed = speed_from_throttle(throttle, calibration.max_speed_mps, calibration.max_speed_scale)
+    speed = speed_from_throttle(throttle, calibration.max_speed_mps)
     return speed, steering_angle_from_ratio(steering)
 
 

@@ -13,6 +13,8 @@ SUBCOMMANDS = {
               'measure latency, frame rate and servo rate of the drive pipeline'),
     'calibrate': ('deepracer_nodes.calibrate_tool',
                   'calibrate steering and throttle (interactive, or show/set/import/export)'),
+    'model': ('deepracer_nodes.model_tool',
+              'import, validate, list and load DeepRacer models'),
     'sim': ('deepracer_nodes.sim_run',
             'race a model in the embedded simulator through the whole ROS stack'),
     'worlds': ('deepracer_nodes.sim.sdf_world',

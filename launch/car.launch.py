@@ -14,7 +14,9 @@ from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
-PACKAGE = 'deepracer_nodes'
+from deepracer_nodes.core import spec
+
+PACKAGE = spec.PACKAGE_NAME
 
 
 def config_file(name):
@@ -31,7 +33,7 @@ def generate_launch_description():
 
     return LaunchDescription([
         DeclareLaunchArgument(
-            'model', default_value='',
+            'model', default_value=spec.BUNDLED_MODEL,
             description='Model to drive: a name under the models folders or a folder path '
                         'holding model.onnx and model_metadata.json'),
         DeclareLaunchArgument(

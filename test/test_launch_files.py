@@ -144,3 +144,16 @@ def test_parameter_overrides_and_files_name_declared_parameters(launch_tree, ros
                 params = yaml.safe_load(path.read_text())[node_name]['ros__parameters']
                 unknown = set(params) - declared
                 assert not unknown, f'{path.name} sets undeclared parameters {unknown}'
+
+
+def test_default_model_is_bundled(launch_tree):
+    """A model argument's default must name a model folder that ships with the package."""
+    _, tree = launch_tree
+    for call in calls(tree, 'DeclareLaunchArgument'):
+        if ast.literal_eval(call.args[0]) != 'model':
+            continue
+        default = keyword(call, 'default_value')
+        assert isinstance(default, ast.Attribute) and default.attr == 'BUNDLED_MODEL', \
+            'the model argument defaults to spec.BUNDLED_MODEL'
+        folder = ROOT / 'models' / spec.BUNDLED_MODEL
+        assert (folder / 'model.onnx').is_file() and (folder / 'model_metadata.json').is_file()

@@ -1,4 +1,4 @@
-"""`deepracer bench`: the drive pipeline's latency, frame rate and servo rate, with figures.
+"""`deepracer bench`: what the stack holds, measured in one run, written as a table and JSON.
 
 The nodes run as they do on a car, as separate processes started through their own
 main(): a camera process (synthetic source at the requested rate, resized to the model's
@@ -15,7 +15,17 @@ PWM tree. Measured:
 - frames published (counted on the camera_info topic) vs processed (commands the servo
   received) vs dropped (the inference node keeps only the newest frame);
 - the highest frame rate the pipeline sustains (at most 2 % dropped, latency flat);
-- the servo node's command rate (commands in, duty cycles written, per second).
+- the servo node's command rate (commands in, duty cycles written, per second);
+- model load time (Policy.load) and model swap through the inference node's `model`
+  parameter while frames flow: the parameter call, the first command from the new model,
+  and commands lost (commands seen vs frames the node reports processed);
+- the embedded simulator's real-time factor in a `deepracer sim` race (lockstep, as fast
+  as the whole ROS pipeline answers), through sim_run's own module API;
+- fuzzing: every parser of outside input (deepracer_nodes.fuzz) on --fuzz-examples
+  generated inputs each: accepted, rejected with a clear error, crashes, out of range.
+
+Each of the rates 15, 30 and 60 fps gets its own raw-onnxruntime measurement right before
+its pipeline run, so every end-to-end/raw ratio compares figures of the same minute.
 
 The model is a DeepRacer-shaped "shallow" CNN with continuous outputs (so nearly every
 frame changes the duty cycle and is measured) unless --model names one.
@@ -281,57 +291,316 @@ def servo_command_rate(workdir: Path, duration_s: float = 5.0) -> dict:
             'written_per_s': (written - written_before) / elapsed}
 
 
-def highest_sustained_fps(model: Path, workdir: Path, rates: list[float], seconds_each: float,
-                          report: Callable[[str], None]) -> tuple[float, list[PipelineRun]]:
-    """Step up the frame rate until the pipeline no longer keeps up; return the last kept."""
-    best, runs = 0.0, []
+# Raw onnxruntime is measured for at most this long per rate (its spread settles quickly).
+RAW_MAX_S = 10.0
+SECTIONS = ('sweep', 'servo', 'swap', 'sim', 'fuzz')
+
+
+def describe_run(run: PipelineRun) -> str:
+    return (f'  {run.fps:6.0f} fps: processed {run.frames_processed}/{run.frames_published}, '
+            f'e2e p50 {run.end_to_end.p50_ms:.2f} ms p99 {run.end_to_end.p99_ms:.2f} ms, '
+            f'raw p50 {run.onnxruntime.p50_ms:.2f} ms'
+            f' -> {"sustained" if run.sustained else "not sustained"}')
+
+
+def pipeline_at_rates(model: Path, rates: list[float], duration_s: float, workdir: Path,
+                      report: Callable[[str], None]) -> list[PipelineRun]:
+    """At each rate: raw onnxruntime at that rate, then the whole pipeline at that rate."""
+    runs = []
     for fps in rates:
+        raw = raw_onnxruntime(model, fps, min(duration_s, RAW_MAX_S))
+        runs.append(run_pipeline(model, fps, duration_s, workdir / f'rate-{fps:g}', raw))
+        report(describe_run(runs[-1]))
+    return runs
+
+
+def highest_sustained_fps(model: Path, workdir: Path, measured: list[PipelineRun],
+                          rates: list[float], seconds_each: float,
+                          report: Callable[[str], None]) -> tuple[float, list[PipelineRun]]:
+    """The highest rate kept: from the runs already measured, then stepping up above them
+    (only while every rate so far was sustained) until the pipeline no longer keeps up."""
+    best = max((run.fps for run in measured if run.sustained), default=0.0)
+    runs: list[PipelineRun] = []
+    if not all(run.sustained for run in measured):
+        return best, runs
+    for fps in sorted(rate for rate in rates if rate > best):
         raw = raw_onnxruntime(model, fps, min(seconds_each, 3.0))
         run = run_pipeline(model, fps, seconds_each, workdir / f'sweep-{fps:g}', raw,
                            warmup_s=1.0)
         runs.append(run)
-        report(f'  {fps:6.0f} fps: processed {run.frames_processed}/{run.frames_published}, '
-               f'e2e p50 {run.end_to_end.p50_ms:.2f} ms p99 {run.end_to_end.p99_ms:.2f} ms'
-               f' -> {"sustained" if run.sustained else "not sustained"}')
+        report(describe_run(run))
         if not run.sustained:
             break
         best = fps
     return best, runs
 
 
-def format_table(main: PipelineRun, best_fps: float, servo_rate: dict) -> str:
-    """The figures as a plain-text table."""
-    e2e, raw = main.end_to_end, main.onnxruntime
-    rows = [
-        ('frame rate (camera)', f'{main.fps:g} fps for {main.duration_s:g} s'),
-        ('frames published / processed / dropped',
-         f'{main.frames_published} / {main.frames_processed} / {main.frames_dropped}'),
-        ('end-to-end stamp -> PWM p50 / p99 / max',
-         f'{e2e.p50_ms:.2f} / {e2e.p99_ms:.2f} / {e2e.max_ms:.2f} ms ({e2e.samples} writes)'),
-        ('raw onnxruntime p50 / p99 / max',
-         f'{raw.p50_ms:.2f} / {raw.p99_ms:.2f} / {raw.max_ms:.2f} ms'),
-        ('end-to-end / raw  at p50 / p99',
-         f'{e2e.p50_ms / raw.p50_ms:.2f} / {e2e.p99_ms / raw.p99_ms:.2f}'),
-        ('pipeline overhead at p99 (target <= 3 ms)', f'{main.overhead_p99_ms:.2f} ms'),
-        ('highest sustained frame rate', f'{best_fps:g} fps'),
-        ('servo node commands in / duty writes',
-         f'{servo_rate["received_per_s"]:.0f} / {servo_rate["written_per_s"]:.0f} per s'
-         ' (target >= 200)'),
-    ]
-    width = max(len(name) for name, _ in rows)
-    return '\n'.join(f'{name:<{width}}  {value}' for name, value in rows)
+# --- model load and swap -------------------------------------------------------------------
+
+# Disjoint speed ranges, so each command says which model computed it.
+SWAP_SPEED_RANGES = {'A': (0.5, 1.0), 'B': (1.5, 2.0)}
+
+
+class CommandWatcher:
+    """Commands (arrival time, speed) and the inference node's diagnostics, in this process."""
+
+    def __init__(self, context) -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from geometry_msgs.msg import TwistStamped
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+        from deepracer_nodes.core import spec
+
+        self.lock = threading.Lock()
+        self.commands: list[tuple[float, float]] = []
+        self.processed: tuple[float, int] | None = None  # (arrival, frames processed)
+        self.node = rclpy.create_node('bench_watcher', context=context)
+        reliable = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+        self.node.create_subscription(TwistStamped, spec.TOPICS.auto_cmd_vel,
+                                      self._on_command, reliable)
+        self.node.create_subscription(DiagnosticArray, spec.TOPICS.diagnostics,
+                                      self._on_diagnostics, reliable)
+        self._executor = SingleThreadedExecutor(context=context)
+        self._executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._executor.spin, daemon=True)
+        self._thread.start()
+
+    def _on_command(self, msg) -> None:
+        with self.lock:
+            self.commands.append((time.perf_counter(), msg.twist.linear.x))
+
+    def _on_diagnostics(self, msg) -> None:
+        for status in msg.status:
+            if status.name.startswith('inference_node'):
+                values = {kv.key: kv.value for kv in status.values}
+                with self.lock:
+                    self.processed = (time.perf_counter(), int(values['frames processed']))
+
+    def first_command_in(self, speed_range: tuple[float, float], after: float) -> float | None:
+        with self.lock:
+            for arrival, speed in self.commands:
+                if arrival > after and speed_range[0] <= speed <= speed_range[1]:
+                    return arrival
+        return None
+
+    def set_model(self, folder: Path, timeout_s: float = 30.0) -> None:
+        from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+        from rcl_interfaces.srv import SetParameters
+
+        client = self.node.create_client(SetParameters, '/inference_node/set_parameters')
+        try:
+            if not client.wait_for_service(timeout_sec=timeout_s):
+                raise RuntimeError('the inference node offers no parameter service')
+            future = client.call_async(SetParameters.Request(parameters=[Parameter(
+                name='model', value=ParameterValue(type=ParameterType.PARAMETER_STRING,
+                                                   string_value=str(folder)))]))
+            _wait_until(future.done, timeout_s, 'the model swap got no reply')
+            result = future.result().results[0]
+            if not result.successful:
+                raise RuntimeError(f'model swap refused: {result.reason}')
+        finally:
+            self.node.destroy_client(client)
+
+    def close(self) -> None:
+        self._executor.shutdown(timeout_sec=2.0)
+        self.node.destroy_node()
+        self._thread.join(timeout=2.0)
+
+
+def model_load_and_swap(workdir: Path, swaps: int, fps: float = 30.0,
+                        loads: int = 5) -> dict:
+    """Policy.load time, then swaps A <-> B through the `model` parameter while the camera
+    runs at fps: reply time, time to the first command of the new model, commands lost."""
+    from deepracer_nodes.core import onnx_build, spec
+    from deepracer_nodes.core.policy import Policy
+
+    models = {}
+    for seed, (name, speeds) in enumerate(SWAP_SPEED_RANGES.items()):
+        models[name] = onnx_build.write_model_folder(
+            workdir / f'swap_{name}', onnx_build.shallow_cnn(2, continuous=True, seed=seed),
+            onnx_build.continuous_metadata(speed_mps=speeds))
+    load_s = []
+    for _ in range(loads):
+        started = time.perf_counter()
+        Policy.load(models['A'])
+        load_s.append(time.perf_counter() - started)
+    reply_s, first_command_s = [], []
+    with ros_graph() as context:
+        watcher = CommandWatcher(context)
+        processes = [start_node_process('inference_node', model=models['A']),
+                     start_node_process('camera_node', source='synthetic', fps=float(fps),
+                                        output_width=spec.MODEL_INPUT.width,
+                                        output_height=spec.MODEL_INPUT.height)]
+        try:
+            _wait_until(lambda: watcher.first_command_in(SWAP_SPEED_RANGES['A'], 0.0), 30.0,
+                        'no command from the first model')
+            for index in range(swaps):
+                name = 'B' if index % 2 == 0 else 'A'
+                started = time.perf_counter()
+                watcher.set_model(models[name])
+                reply_s.append(time.perf_counter() - started)
+                _wait_until(lambda: watcher.first_command_in(SWAP_SPEED_RANGES[name], started),
+                            10.0, f'no command from model {name} after the swap')
+                first_command_s.append(
+                    watcher.first_command_in(SWAP_SPEED_RANGES[name], started) - started)
+                time.sleep(0.3)
+            stop_processes(processes[1:])  # the camera: no more frames
+            stopped = time.perf_counter() + 0.3
+            _wait_until(lambda: watcher.processed and watcher.processed[0] > stopped, 5.0,
+                        'no diagnostics from the inference node after the camera stopped')
+        finally:
+            stop_processes(processes)
+            watcher.close()
+    seen, processed = len(watcher.commands), watcher.processed[1]
+    return {'load': asdict(Percentiles.of(load_s)), 'swaps': swaps, 'fps': fps,
+            'swap_reply': asdict(Percentiles.of(reply_s)),
+            'first_command_from_new_model': asdict(Percentiles.of(first_command_s)),
+            'commands_seen': seen, 'frames_processed': processed,
+            'commands_lost': processed - seen,
+            'model_size_mb': (models['A'] / 'model.onnx').stat().st_size / 1e6}
+
+
+# --- the simulator ---------------------------------------------------------------------------
+
+def simulator_real_time_factor(workdir: Path, laps: int) -> dict:
+    """A `deepracer sim` race through sim_run's module API (bundled model, lockstep: as fast
+    as the whole ROS pipeline answers); its own figures from results.json."""
+    import contextlib
+    import io
+
+    from deepracer_nodes import sim_run
+
+    parser = argparse.ArgumentParser()
+    sim_run.add_arguments(parser)
+    output = workdir / 'sim'
+    args = parser.parse_args(['--laps', str(laps), '--no-video', '--no-progress',
+                              '--output', str(output)])
+    table = io.StringIO()
+    with contextlib.redirect_stdout(table):
+        status = sim_run.run(args)
+    results = json.loads((output / 'results.json').read_text())
+    performance = results.get('performance', {})
+    return {'exit_status': status, 'completed': results.get('completed'),
+            'track': results.get('track'), 'laps': results.get('laps_completed'),
+            'race_time_s': results.get('race_time_s'), **performance}
+
+
+# --- fuzzing ---------------------------------------------------------------------------------
+
+def fuzzing(examples: int, report: Callable[[str], None]) -> list[dict]:
+    """Every parser of outside input on `examples` generated inputs (deepracer_nodes.fuzz)."""
+    from deepracer_nodes import fuzz
+
+    results = []
+    for name in fuzz.TARGETS:
+        outcome = fuzz.run_target(name, examples)
+        results.append(outcome.as_dict())
+        if not outcome.available:
+            report(f'  {name:14} not available in this tree')
+            continue
+        report(f'  {name:14} {outcome.examples} inputs: {outcome.accepted} accepted, '
+               f'{outcome.rejected} rejected, {outcome.crashes} crashes, '
+               f'{outcome.out_of_range} out of range ({outcome.seconds:.0f} s)')
+        for failure in outcome.failures:
+            report(f'      {failure[:160]}')
+    return results
+
+
+# --- report ------------------------------------------------------------------------------------
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
+    lines = ['  '.join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
+             for row in [headers, *rows]]
+    lines.insert(1, '  '.join('-' * width for width in widths))
+    return '\n'.join(lines)
+
+
+def _ms(p: dict | Percentiles, keys=('p50_ms', 'p99_ms', 'max_ms')) -> str:
+    values = asdict(p) if isinstance(p, Percentiles) else p
+    return ' / '.join(f'{values[k]:.2f}' for k in keys)
+
+
+def format_table(figures: dict) -> str:
+    """The figures as plain-text tables, one per section."""
+    parts = []
+    rows = []
+    for run in figures['rates']:
+        e2e, raw = run['end_to_end'], run['onnxruntime']
+        rows.append([f'{run["fps"]:g}',
+                     f'{run["frames_published"]} / {run["frames_processed"]} / '
+                     f'{run["frames_dropped"]}',
+                     _ms(e2e), _ms(raw), f'{run["ratio_p50"]:.2f} / {run["ratio_p99"]:.2f}',
+                     f'{run["overhead_p99_ms"]:.2f}', 'yes' if run['sustained'] else 'no'])
+    parts.append('Pipeline: camera -> inference -> servo PWM, separate processes\n' + _table(
+        ['fps', 'published / processed / dropped', 'stamp->PWM p50 / p99 / max ms',
+         'raw onnxruntime p50 / p99 / max ms', 'e2e/raw p50 / p99', 'overhead p99 ms',
+         'sustained'], rows))
+    summary = [['highest sustained frame rate', f'{figures["highest_sustained_fps"]:g} fps']]
+    if 'servo' in figures:
+        servo = figures['servo']
+        summary.append(['servo node commands in / duty writes',
+                        f'{servo["received_per_s"]:.0f} / {servo["written_per_s"]:.0f} per s'])
+    if 'model' in figures:
+        model = figures['model']
+        summary += [
+            ['model load (Policy.load, p50 / max)',
+             f'{model["load"]["p50_ms"]:.1f} / {model["load"]["max_ms"]:.1f} ms '
+             f'({model["model_size_mb"]:.0f} MB)'],
+            [f'model swap at {model["fps"]:g} fps: reply p50 / max',
+             f'{model["swap_reply"]["p50_ms"]:.1f} / {model["swap_reply"]["max_ms"]:.1f} ms'],
+            ['  first command from the new model p50 / max',
+             f'{model["first_command_from_new_model"]["p50_ms"]:.1f} / '
+             f'{model["first_command_from_new_model"]["max_ms"]:.1f} ms'],
+            ['  swaps, commands seen / frames processed / lost',
+             f'{model["swaps"]}, {model["commands_seen"]} / {model["frames_processed"]} / '
+             f'{model["commands_lost"]}']]
+    if 'simulator' in figures:
+        sim = figures['simulator']
+        summary += [['simulator real-time factor (lockstep)',
+                     f'{sim.get("real_time_factor", math.nan):.1f}x on {sim.get("track")} '
+                     f'({sim.get("laps")} laps, {sim.get("race_time_s", math.nan):.1f} s sim '
+                     f'in {sim.get("wall_time_s", math.nan):.1f} s)'],
+                    ['  render / sim / pipeline per frame',
+                     f'{sim.get("render_ms_per_frame", math.nan):.2f} / '
+                     f'{sim.get("sim_ms_per_frame", math.nan):.2f} / '
+                     f'{sim.get("pipeline_ms_per_frame", math.nan):.2f} ms']]
+    parts.append(_table(['figure', 'value'], summary))
+    if 'fuzzing' in figures:
+        rows = [[f['target'], str(f['examples']), str(f['accepted']), str(f['rejected']),
+                 str(f['crashes']), str(f['out_of_range']), str(f['unclear_errors']),
+                 f'{f["seconds"]:.0f}'] if f['available'] else
+                [f['target'], 'not available', '', '', '', '', '', '']
+                for f in figures['fuzzing']]
+        parts.append('Fuzzing (hypothesis), per parser of outside input\n' + _table(
+            ['parser', 'inputs', 'accepted', 'rejected (clear error)', 'crashes',
+             'out of range', 'unclear errors', 's'], rows))
+    parts.append(f'bench took {figures["seconds"]:.0f} s on {figures["machine"]["cpus"]} cores '
+                 f'(load average {figures["machine"]["load_average"]:.1f} at start)')
+    return '\n\n'.join(parts)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--fps', type=float, default=30.0, help='camera rate of the main run')
-    parser.add_argument('--duration', type=float, default=30.0,
-                        help='seconds of the main run (after a warm-up)')
+    parser.add_argument('--rates', type=float, nargs='+', default=[15.0, 30.0, 60.0],
+                        help='camera rates measured in full (default: %(default)s)')
+    parser.add_argument('--duration', type=float, default=20.0,
+                        help='seconds of pipeline at each rate, after a warm-up')
     parser.add_argument('--model', type=Path, default=None,
                         help='model folder to drive with (default: a DeepRacer-shaped CNN)')
     parser.add_argument('--sweep', type=float, nargs='*',
-                        default=[30, 60, 90, 120, 180, 240, 320],
-                        help='frame rates tried for the highest sustained rate')
+                        default=[90, 120, 180, 240, 320],
+                        help='rates tried above the measured ones for the highest sustained')
     parser.add_argument('--sweep-seconds', type=float, default=5.0)
+    parser.add_argument('--swaps', type=int, default=10,
+                        help='model swaps under a 30 fps camera (default: %(default)s)')
+    parser.add_argument('--sim-laps', type=int, default=3,
+                        help='laps of the simulator race (default: %(default)s)')
+    parser.add_argument('--fuzz-examples', type=int, default=10_000,
+                        help='generated inputs per parser (default: %(default)s)')
+    parser.add_argument('--skip', nargs='*', default=[], choices=SECTIONS,
+                        help='sections to leave out')
     parser.add_argument('--json', type=Path, default=None, help='also write the figures here')
 
 
@@ -345,25 +614,41 @@ def isolate_dds_domain() -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
     print(f'ROS domain {isolate_dds_domain()} (private to this run)')
+    say = lambda text: print(text, flush=True)  # noqa: E731
+    figures: dict = {'machine': {'cpus': os.cpu_count(), 'load_average': os.getloadavg()[0]}}
     with tempfile.TemporaryDirectory(prefix='deepracer-bench-') as tmp:
         workdir = Path(tmp)
         model = args.model or build_benchmark_model(workdir / 'bench_model')
-        print(f'model: {model}')
-        print(f'raw onnxruntime: {args.fps:g} fps for {args.duration:g} s ...', flush=True)
-        raw = raw_onnxruntime(model, args.fps, args.duration)
-        print(f'pipeline: {args.fps:g} fps for {args.duration:g} s ...', flush=True)
-        main = run_pipeline(model, args.fps, args.duration, workdir / 'main', raw)
-        print('highest sustained frame rate:', flush=True)
-        best, sweep = highest_sustained_fps(model, workdir, list(args.sweep),
-                                            args.sweep_seconds, lambda s: print(s, flush=True))
-        print('servo command rate ...', flush=True)
-        rate = servo_command_rate(workdir / 'servo-rate')
+        say(f'model: {model}')
+        say(f'pipeline at {", ".join(f"{r:g}" for r in args.rates)} fps, {args.duration:g} s '
+            'each (raw onnxruntime first at each rate):')
+        runs = pipeline_at_rates(model, list(args.rates), args.duration, workdir, say)
+        figures['rates'] = [r.as_dict() for r in runs]
+        best, sweep = max((r.fps for r in runs if r.sustained), default=0.0), []
+        if 'sweep' not in args.skip:
+            say('highest sustained frame rate:')
+            best, sweep = highest_sustained_fps(model, workdir, runs, list(args.sweep),
+                                                args.sweep_seconds, say)
+        figures['highest_sustained_fps'] = best
+        figures['sweep'] = [r.as_dict() for r in sweep]
+        if 'servo' not in args.skip:
+            say('servo command rate ...')
+            figures['servo'] = servo_command_rate(workdir / 'servo-rate')
+        if 'swap' not in args.skip:
+            say(f'model load and {args.swaps} swaps at 30 fps ...')
+            figures['model'] = model_load_and_swap(workdir, args.swaps)
+        if 'sim' not in args.skip:
+            say(f'simulator: {args.sim_laps} laps of deepracer sim ...')
+            figures['simulator'] = simulator_real_time_factor(workdir, args.sim_laps)
+        if 'fuzz' not in args.skip:
+            say(f'fuzzing, {args.fuzz_examples} inputs per parser:')
+            figures['fuzzing'] = fuzzing(args.fuzz_examples, say)
+    figures['seconds'] = time.perf_counter() - started
     print()
-    print(format_table(main, best, rate))
+    print(format_table(figures))
     if args.json:
-        figures = {'main': main.as_dict(), 'highest_sustained_fps': best,
-                   'sweep': [r.as_dict() for r in sweep], 'servo': rate}
-        args.json.write_text(json.dumps(figures, indent=2))
+        args.json.write_text(json.dumps(figures, indent=2, default=str))
         print(f'\nfigures written to {args.json}')
     return 0

@@ -97,3 +97,18 @@ def test_hostile_calibration_is_a_calibration_error(tmp_path, text):
     path.write_text(text)
     with pytest.raises(cal.CalibrationError, match=str(path)):
         cal.load_calibration(path)
+
+
+def test_route_file_with_an_unbalanced_header_is_a_value_error(tmp_path):
+    import io
+
+    import numpy as np
+
+    from deepracer_nodes.sim.track import load_route
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros((10, 6)))
+    path = tmp_path / 'route.npy'
+    path.write_bytes(buffer.getvalue().replace(b"'shape': (10, 6), ", b"'shape': (10, 6, "))
+    with pytest.raises(ValueError, match='route'):
+        load_route(path)

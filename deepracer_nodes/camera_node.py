@@ -17,16 +17,15 @@ import threading
 import time
 from dataclasses import dataclass, replace
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 
+from deepracer_nodes.ros_runtime import run_node
 from deepracer_nodes.core import frame_sources
 from deepracer_nodes.core.spec import CAMERA, FRAMES, TOPICS
 from deepracer_nodes.ros_conversions import array_to_image
@@ -257,24 +256,10 @@ class CameraNode(Node):
         super().destroy_node()
 
 
-def main(args=None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = CameraNode()
-        executor = MultiThreadedExecutor(num_threads=2)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except ValueError as error:
-        rclpy.logging.get_logger('camera_node').fatal(f'cannot start: {error}')
-        return 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+def main(args: list[str] | None = None) -> int:
+    # Multi-threaded: a V4L2 read blocks up to one frame period in the capture group, and
+    # parameter and diagnostics callbacks are served meanwhile.
+    return run_node(CameraNode, args, multi_threaded=True)
 
 
 if __name__ == '__main__':

@@ -88,3 +88,34 @@ def call_set_bool(context, service: str, value: bool, timeout_s: float = 5.0) ->
     finally:
         executor.shutdown(timeout_sec=1.0)
         client_node.destroy_node()
+
+
+def run_node(node_class, args: list[str] | None = None, multi_threaded: bool = False) -> int:
+    """A node's main(): init, build, spin until Ctrl-C or shutdown, then destroy the node
+    (its own shutdown path: neutral PWM, a closed camera) and shut down. A node refusing
+    its settings (ValueError) is logged as such and the exit code is 1, never a traceback.
+    """
+    import rclpy
+    from rclpy.executors import (ExternalShutdownException, MultiThreadedExecutor,
+                                 SingleThreadedExecutor)
+
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = node_class()
+        executor = MultiThreadedExecutor(num_threads=2) if multi_threaded \
+            else SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except ValueError as error:
+        if node is not None:
+            raise
+        rclpy.logging.get_logger(node_class.__name__).fatal(f'cannot start: {error}')
+        return 1
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

@@ -28,17 +28,16 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Twist, TwistStamped
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_srvs.srv import SetBool
 
+from deepracer_nodes.ros_runtime import run_node
 from deepracer_nodes.core import calibration as cal
 from deepracer_nodes.core import drive, spec
 from deepracer_nodes.core.pwm import PwmBackend, SimulatedPwm, SysfsPwm
@@ -612,24 +611,12 @@ class ServoNode(Node):
         super().destroy_node()
 
 
-def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = ServoNode()
-        # Single-threaded on purpose: rclpy's MultiThreadedExecutor drops most commands above
-        # ~200/s here (ros2/rclpy#1223, #1452), while every callback of this node takes tens
-        # of microseconds, so the watchdog timer is served between them within its period.
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+def main(args: list[str] | None = None) -> int:
+    # Single-threaded on purpose: rclpy's MultiThreadedExecutor drops most commands above
+    # ~200/s here (ros2/rclpy#1223, #1452), while every callback of this node takes tens
+    # of microseconds, so the watchdog timer is served between them within its period.
+    return run_node(ServoNode, args)
 
 
 if __name__ == '__main__':
-    main()
+    raise SystemExit(main())

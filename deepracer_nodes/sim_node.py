@@ -53,13 +53,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, Twist, TwistStamped
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
@@ -68,6 +66,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
+from deepracer_nodes.ros_runtime import run_node
 from deepracer_nodes.core import drive, spec
 from deepracer_nodes.core.frame_sources import camera_intrinsics
 from deepracer_nodes.ros_conversions import array_to_image, ns_to_stamp, stamp_to_ns
@@ -483,26 +482,10 @@ class SimNode(Node):
         self._diagnostics_publisher.publish(array)
 
 
-def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        try:
-            node = SimNode()
-        except ValueError as error:  # a bad track, reward file or setting: say which
-            rclpy.logging.get_logger(NODE_NAME).error(f'cannot start: {error}')
-            return
-        # Single-threaded: every callback belongs to one mutually exclusive group anyway.
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+def main(args: list[str] | None = None) -> int:
+    # Single-threaded: every callback belongs to one mutually exclusive group anyway.
+    return run_node(SimNode, args)
 
 
 if __name__ == '__main__':
-    main()
+    raise SystemExit(main())

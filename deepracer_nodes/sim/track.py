@@ -316,7 +316,9 @@ def load_route(path: str | os.PathLike, name: str | None = None) -> Track:
         array = np.load(path, mmap_mode='r', allow_pickle=False)
     except FileNotFoundError:
         raise ValueError(f'route file {path!r} does not exist') from None
-    except (OSError, EOFError, ValueError, TypeError, SyntaxError) as error:
+    except Exception as error:  # noqa: BLE001 - numpy's header parser raises many types on
+        # hostile input (ValueError, SyntaxError, tokenize.TokenError, ...): all mean "not a
+        # valid .npy array", and a parser of outside input must say so, not crash.
         raise ValueError(f'route file {path!r} is not a valid .npy array: {error}') from None
     if not isinstance(array, np.ndarray):
         raise ValueError(f'route file {path!r} holds an archive, not a single array')

@@ -164,7 +164,7 @@ def test_swap_to_a_good_model_changes_behaviour(executor, ros_context, rig, tmp_
 @pytest.mark.parametrize('breakage,reason', [
     ('garbage onnx', 'onnxruntime cannot load'),
     ('no metadata', 'has no model_metadata.json'),
-    ('garbled metadata', 'model_metadata.json is not valid JSON'),
+    ('garbled metadata', 'model_metadata.json: not valid JSON'),
     ('metadata for 5 actions', 'describes a discrete action space of 5'),
     ('missing folder', 'does not exist'),
     ('unknown name', "no model named 'ghost'; looked in"),

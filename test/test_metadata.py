@@ -156,7 +156,7 @@ def test_metadata_error_is_a_value_error():
 def test_garbled_json_names_the_file_and_position(tmp_path):
     path = tmp_path / 'model_metadata.json'
     path.write_text('{"action_space": [ {"steering_angle": 0, ')
-    with pytest.raises(MetadataError, match=f'{path} is not valid JSON: .*line 1'):
+    with pytest.raises(MetadataError, match=f'{path}: not valid JSON: .*line 1'):
         load_metadata(path)
 
 

@@ -223,7 +223,7 @@ def test_missing_files(tmp_path, strip_model):
 
 def test_garbled_metadata(strip_model):
     (strip_model / 'model_metadata.json').write_text('{"action_space": [')
-    with pytest.raises(ModelError, match='model_metadata.json is not valid JSON'):
+    with pytest.raises(ModelError, match='model_metadata.json: not valid JSON'):
         Policy.load(strip_model)
     (strip_model / 'model_metadata.json').write_text(json.dumps({'action_space': 'left'}))
     with pytest.raises(ModelError, match="non-empty list of actions, got 'left'"):

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from deepracer_nodes.core import spec
+from deepracer_nodes.core.json_input import JsonInputError, parse_json
 
 # Our own key in calibration.json, beside DeepRacer's "Calibration".
 EXTRA_KEY = 'deepracer_nodes'
@@ -225,9 +226,9 @@ def from_json_dict(content: Any) -> Calibration:
 def parse_calibration(text: str) -> Calibration:
     """Parse calibration.json text; CalibrationError says what is wrong."""
     try:
-        content = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise CalibrationError(f'not valid JSON: {error}') from None
+        content = parse_json(text)
+    except JsonInputError as error:
+        raise CalibrationError(str(error)) from None
     return from_json_dict(content)
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping, Union
 
+from deepracer_nodes.core.json_input import JsonInputError, parse_json
+
 METADATA_FILE_NAME = 'model_metadata.json'
 # A steering angle of 90 degrees or more has no meaning for a car (tan() blows up).
 MAX_ABS_STEERING_DEG = 90.0
@@ -261,9 +263,9 @@ def parse_metadata(data: Any) -> ModelMetadata:
 def loads_metadata(text: str, source: str = 'model_metadata.json') -> ModelMetadata:
     """Parse the text of a model_metadata.json; source names it in error messages."""
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise MetadataError(f'{source} is not valid JSON: {error}') from None
+        data = parse_json(text)
+    except JsonInputError as error:
+        raise MetadataError(f'{source}: {error}') from None
     try:
         return parse_metadata(data)
     except MetadataError as error:

@@ -454,9 +454,14 @@ def test_model_swaps_under_full_frame_rate_lose_no_command_and_never_mix(
         for frame in ('left', 'right')}
     watch = watcher(keep_images=True)
     inference = start_node('inference_node', model=models['A'])
+    processes.append(inference)
+    # Frames only once this process hears the inference node, so it sees every command.
+    assert wait_for(lambda: 'inference_node: inference' in watch.diagnostics_at,
+                    START_TIMEOUT_S) is not None, stderr_of(inference)
+    time.sleep(0.5)
     camera = start_node('camera_node', source=folder, fps=fps, output_width=160,
                         output_height=120)
-    processes.extend([inference, camera])
+    processes.append(camera)
     assert wait_for(lambda: len(watch.commands.times) > 5, START_TIMEOUT_S) is not None, \
         [stderr_of(p) for p in processes]
 

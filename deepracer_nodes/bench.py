@@ -37,9 +37,6 @@ import argparse
 import json
 import math
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -49,7 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deepracer_nodes.ros_runtime import ros_graph
+from deepracer_nodes.ros_runtime import (
+    ros_graph, start_node_process, stop_processes, wait_for)
 
 # A frame rate is sustained when at most this share of frames is dropped and the latency
 # stays flat (p99 within this factor of p50).
@@ -135,25 +133,6 @@ def raw_onnxruntime(model: Path, fps: float, duration_s: float) -> Percentiles:
         time.sleep(max(0.0, next_frame - time.perf_counter()))
     source.close()
     return Percentiles.of(samples)
-
-
-def start_node_process(module: str, **parameters) -> subprocess.Popen:
-    """`python -m deepracer_nodes.<module> --ros-args -p name:=value ...`, its main()."""
-    args = [sys.executable, '-m', f'deepracer_nodes.{module}', '--ros-args']
-    for name, value in parameters.items():
-        args += ['-p', f'{name}:={value}']
-    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def stop_processes(processes: list[subprocess.Popen]) -> None:
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-    for process in processes:
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 class ServoInThisProcess:
@@ -247,11 +226,8 @@ def run_pipeline(model: Path, fps: float, duration_s: float, workdir: Path, raw:
 
 
 def _wait_until(condition: Callable[[], bool], timeout_s: float, failure: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError(failure)
-        time.sleep(0.05)
+    if wait_for(condition, timeout_s, step_s=0.05) is None:
+        raise RuntimeError(failure)
 
 
 def servo_command_rate(workdir: Path, duration_s: float = 5.0) -> dict:
@@ -498,6 +474,11 @@ def fuzzing(examples: int, report: Callable[[str], None]) -> list[dict]:
     """Every parser of outside input on `examples` generated inputs (deepracer_nodes.fuzz)."""
     from deepracer_nodes import fuzz
 
+    try:
+        import hypothesis  # noqa: F401 - the generator of every fuzz target
+    except ImportError:
+        report("  fuzzing needs hypothesis: pip install 'deepracer_nodes[test]' (skipped)")
+        return []
     results = []
     for name in fuzz.TARGETS:
         outcome = fuzz.run_target(name, examples)

@@ -1,4 +1,5 @@
-"""Running several nodes in one process on a private ROS graph (benchmarks, `deepracer sim`).
+"""Running nodes: in one process on a private ROS graph (benchmarks, `deepracer sim`), as
+separate processes (benchmarks, fault tests), and a node's main().
 
 Each node gets its own executor in its own thread, as if it ran in its own process with
 its own main(): one slow callback in one node never delays another node's callbacks.
@@ -7,8 +8,12 @@ its own main(): one slow callback in one node never delays another node's callba
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 
@@ -119,3 +124,46 @@ def run_node(node_class, args: list[str] | None = None, multi_threaded: bool = F
             node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+# --- nodes as separate processes (benchmarks, fault tests), as `ros2 launch` runs them ------
+
+def start_node_process(module: str, capture_stderr: bool = False,
+                       **parameters) -> subprocess.Popen:
+    """`python -m deepracer_nodes.<module> --ros-args -p name:=value ...`: the node's main().
+
+    The process inherits this environment (ROS_DOMAIN_ID included). capture_stderr keeps
+    its log for a failure message (read it only once the process has ended).
+    """
+    args = [sys.executable, '-m', f'deepracer_nodes.{module}', '--ros-args']
+    for name, value in parameters.items():
+        args += ['-p', f'{name}:={value}']
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE if capture_stderr else subprocess.DEVNULL,
+                            env=dict(os.environ, PYTHONUNBUFFERED='1'))
+
+
+def stop_processes(processes: list[subprocess.Popen], timeout_s: float = 10.0) -> None:
+    """Ctrl-C each (resuming a frozen one first), so each runs its shutdown path; kill the
+    ones that do not end in time."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGCONT)
+            process.send_signal(signal.SIGINT)
+    for process in processes:
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float,
+             step_s: float = 0.005) -> float | None:
+    """Seconds until condition() held, polled every step_s, or None at the deadline."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(step_s)
+    return None

@@ -39,6 +39,16 @@ def executor(ros_context):
     ex.shutdown(timeout_sec=2.0)
 
 
+@pytest.fixture
+def processes():
+    """Node processes a test starts; each ends through its own shutdown path afterwards."""
+    from deepracer_nodes.ros_runtime import stop_processes
+
+    started: list = []
+    yield started
+    stop_processes(started)
+
+
 def spin_until(executor, condition, timeout_s: float = 10.0, step_s: float = 0.01) -> bool:
     """Spin the executor until condition() is true or the deadline passes; return condition()."""
     deadline = time.monotonic() + timeout_s

@@ -15,8 +15,8 @@ delivery and polling jitter on a loaded 2-core machine.
 
 from __future__ import annotations
 
+import functools
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -43,7 +43,7 @@ from deepracer_nodes.core.drive import drive_to_twist
 from deepracer_nodes.core.policy import Policy
 from deepracer_nodes.core.sysfs_tree import duty_ns, make_pwm_tree
 from deepracer_nodes.ros_conversions import stamp_to_ns
-from deepracer_nodes.ros_runtime import call_set_bool
+from deepracer_nodes.ros_runtime import call_set_bool, start_node_process, wait_for
 
 STEERING, THROTTLE = spec.PWM.steering_channel, spec.PWM.throttle_channel
 STEER_LEFT_NS, STEER_CENTRE_NS = 1_700_000, 1_450_000   # factory calibration, +30 deg / 0
@@ -57,34 +57,14 @@ START_TIMEOUT_S = 30.0
 
 # --- processes and a watcher in this process --------------------------------------------------
 
-def start_node(module: str, **parameters) -> subprocess.Popen:
-    args = [sys.executable, '-m', f'deepracer_nodes.{module}', '--ros-args']
-    for name, value in parameters.items():
-        args += ['-p', f'{name}:={value}']
-    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=dict(os.environ, PYTHONUNBUFFERED='1'))
+# Node processes keep their log, for the failure message.
+start_node = functools.partial(start_node_process, capture_stderr=True)
 
 
 def stderr_of(process: subprocess.Popen) -> str:
     if process.poll() is None:
         return '(still running)'
     return process.stderr.read().decode(errors='replace')[-3000:]
-
-
-@pytest.fixture
-def processes():
-    started: list[subprocess.Popen] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.send_signal(signal.SIGCONT)  # a frozen process must be able to exit
-            process.send_signal(signal.SIGINT)
-    for process in started:
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @dataclass
@@ -192,15 +172,6 @@ def watcher(ros_context):
     yield make
     for item in created:
         item.close()
-
-
-def wait_for(condition, timeout_s: float, step_s: float = 0.005) -> float | None:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        if condition():
-            return time.monotonic() - started
-        time.sleep(step_s)
-    return None
 
 
 def bright_frame_folder(folder: Path, thirds: tuple[int, ...] = (0,)) -> Path:

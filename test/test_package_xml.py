@@ -14,8 +14,9 @@ ROSDEP_KEYS = {
     'matplotlib': 'python3-matplotlib', 'tqdm': 'python3-tqdm', 'PIL': 'python3-pil',
     'yaml': 'python3-yaml',
 }
-# Optional extras (setup.py), imported only by the commands that need them.
-OPTIONAL = {'torch', 'onnx', 'tensorflow', 'tf2onnx'}
+# Optional extras (setup.py), imported only by the commands that need them: training,
+# building test models, converting console models, the fuzz section of `deepracer bench`.
+OPTIONAL = {'torch', 'onnx', 'tensorflow', 'tf2onnx', 'hypothesis'}
 
 
 def imported_top_level_modules() -> set[str]:

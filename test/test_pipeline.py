@@ -14,11 +14,6 @@ known by hand:
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -32,6 +27,7 @@ from conftest import spin_until
 from deepracer_nodes.camera_node import CameraNode
 from deepracer_nodes.core import onnx_build, spec
 from deepracer_nodes.inference_node import InferenceNode
+from deepracer_nodes.ros_runtime import start_node_process, wait_for
 from deepracer_nodes.servo_node import ServoNode
 from deepracer_nodes.core.sysfs_tree import make_pwm_tree, read_value
 
@@ -110,46 +106,14 @@ def test_known_frames_give_known_duty_cycles(executor, ros_context, stack_files)
 
 # --- the same stack as separate processes, as `ros2 launch` runs it on a car ------------------
 
-def start_node(module: str, **parameters) -> subprocess.Popen:
-    args = [sys.executable, '-m', f'deepracer_nodes.{module}', '--ros-args']
-    for name, value in parameters.items():
-        args += ['-p', f'{name}:={value}']
-    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=dict(os.environ, PYTHONUNBUFFERED='1'))
-
-
-def wait_for(condition, timeout_s: float, step_s: float = 0.005) -> float | None:
-    """Seconds until condition() held, or None at the deadline."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        if condition():
-            return time.monotonic() - started
-        time.sleep(step_s)
-    return None
-
-
-@pytest.fixture
-def processes():
-    started: list[subprocess.Popen] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-    for process in started:
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
 def test_separate_processes_drive_and_watchdog_neutralises_a_killed_pipeline(
         executor, ros_context, stack_files, processes):
     root = stack_files['pwm_root']
-    processes.append(start_node('servo_node', pwm_root=root,
-                                calibration_file=stack_files['calibration']))
-    processes.append(start_node('inference_node', model=stack_files['model']))
-    processes.append(start_node('camera_node', source=stack_files['left'], fps=15.0,
-                                output_width=160, output_height=120))
+    processes.append(start_node_process('servo_node', capture_stderr=True, pwm_root=root,
+                                        calibration_file=stack_files['calibration']))
+    processes.append(start_node_process('inference_node', model=stack_files['model']))
+    processes.append(start_node_process('camera_node', source=stack_files['left'], fps=15.0,
+                                        output_width=160, output_height=120))
     servo, inference, camera = processes
 
     client_node = rclpy.create_node('pipeline_test_client', context=ros_context)

@@ -17,6 +17,8 @@ SUBCOMMANDS = {
               'import, validate, list and load DeepRacer models'),
     'sim': ('deepracer_nodes.sim_run',
             'race a model in the embedded simulator through the whole ROS stack'),
+    'train': ('deepracer_nodes.train_cmd',
+              'train a camera policy by imitation on the embedded simulator (CPU)'),
     'worlds': ('deepracer_nodes.sim.sdf_world',
                'generate the Gazebo worlds from the track definitions and spec.py'),
 }

@@ -105,11 +105,11 @@ def canonical_command(args: argparse.Namespace) -> str:
 
 def format_results(record) -> str:
     """A table of how the exported round drove the held-out and the bundled tracks."""
-    lines = [f'{"track":<24}{"laps":>6}{"off":>5}{"lap s":>8}{"expert s":>10}{"ratio":>7}']
+    lines = [f'{"track":<30}{"laps":>6}{"off":>5}{"lap s":>8}{"expert s":>10}{"ratio":>7}']
     for result in record.validation + record.bundled:
         mean = result['mean_lap_time_s']
         ratio = result['lap_time_ratio']
-        lines.append(f'{result["track"]:<24}{result["laps"]:>3}/{result["laps_wanted"]:<2}'
+        lines.append(f'{result["track"]:<30}{result["laps"]:>3}/{result["laps_wanted"]:<2}'
                      f'{result["off_track"]:>5}{mean if mean else float("nan"):>8.2f}'
                      f'{result["expert_lap_time_s"]:>10.2f}'
                      f'{ratio if ratio else float("nan"):>7.2f}')
@@ -144,3 +144,14 @@ class _progress_bar:
     def __exit__(self, *exc) -> None:
         if self._bar is not None:
             self._bar.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m deepracer_nodes.train_cmd`: the same command without the `deepracer` CLI."""
+    parser = argparse.ArgumentParser(prog='deepracer train', description=__doc__.split('\n')[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -29,7 +29,7 @@ class ActionGrid:
 
     steering_count: int = 11
     max_steering_deg: float = math.degrees(spec.CAR.max_steering_rad)
-    speeds_mps: tuple[float, ...] = (2.0,)
+    speeds_mps: tuple[float, ...] = (2.5,)
 
     def __post_init__(self) -> None:
         if self.steering_count < 3 or self.steering_count % 2 == 0:

@@ -18,12 +18,12 @@ class TrainSettings:
 
     seed: int = 1
     rounds: int = 10  # DAgger rounds after the teacher's round 0
-    speeds_mps: tuple[float, ...] = (2.0,)
+    speeds_mps: tuple[float, ...] = (2.5,)
     steering_count: int = 11
     teacher_episodes: int = 32
     episodes_per_round: int = 16
     steps_per_episode: int = 400
-    batches_per_round: int = 500
+    batches_per_round: int = 600
     batch_size: int = 128
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4

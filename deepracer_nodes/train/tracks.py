@@ -30,6 +30,9 @@ FAMILIES = ('blob', 'circuit', 'chicane')
 GROWTH_PER_RETRY = 1.12
 # Floor left between the inner border of the tightest bend and the bend's centre.
 MIN_INNER_BORDER_RADIUS_M = 0.15
+# Imperfections of real route files (see _shrunk).
+MAX_WIDTH_WANDER = 0.08
+MAX_WAYPOINT_JITTER_M = 0.015
 
 
 @dataclass(frozen=True)
@@ -85,20 +88,33 @@ def random_track(rng: np.random.Generator, ranges: TrackRanges = TrackRanges(),
             except ValueError:
                 target *= GROWTH_PER_RETRY
                 continue
-            track = _shrunk(large, shrink, width)
+            track = _shrunk(large, shrink, width, rng)
             if low <= track.length_m <= high:
                 return track.reversed() if rng.random() < 0.5 else track
             break
     raise RuntimeError(f'no valid random {family} track in {ranges.max_attempts} attempts')
 
 
-def _shrunk(track: Track, factor: float, width_m: float) -> Track:
-    """The track scaled by factor, with borders width_m apart."""
-    centre = track.waypoints * factor
+def _shrunk(track: Track, factor: float, width_m: float, rng: np.random.Generator) -> Track:
+    """The track scaled by factor, with borders about width_m apart.
+
+    Real route files are not perfect offsets of a smooth curve: their width wanders
+    along the track and their waypoints wobble by a centimetre or two. Both are drawn
+    here (a smooth periodic width profile, up to +/-8 %, and a lateral jitter of the
+    waypoints, up to 1.5 cm), so the network never relies on perfect lines.
+    """
+    count = track.waypoint_count
     across = track.inner - track.outer  # towards the inner (left) border
     across = across / np.hypot(*across.T)[:, None]
-    return Track(centre, centre + across * (width_m / 2.0), centre - across * (width_m / 2.0),
-                 name=track.name)
+    phase = np.arange(count) * (2.0 * math.pi / count)
+    wander = sum(rng.normal() * np.sin(k * phase + rng.uniform(0, 2 * math.pi))
+                 for k in range(1, 7))
+    wander = wander / max(float(np.max(np.abs(wander))), 1e-9)
+    half_width = width_m / 2.0 * (1.0 + rng.uniform(0.0, MAX_WIDTH_WANDER) * wander)
+    jitter = rng.normal(0.0, rng.uniform(0.0, MAX_WAYPOINT_JITTER_M), count)
+    centre = track.waypoints * factor + across * jitter[:, None]
+    return Track(centre, centre + across * half_width[:, None],
+                 centre - across * half_width[:, None], name=track.name)
 
 
 def _place(polygon: np.ndarray, target_length_m: float, rng: np.random.Generator) -> np.ndarray:

@@ -64,7 +64,7 @@ def test_random_tracks_are_drivable_deepracer_sized_loops(random_tracks):
         a, b = points - before, after - points
         turn = np.abs(np.arctan2(a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0], np.sum(a * b, axis=1)))
         radius = np.hypot(*a.T) / np.maximum(turn, 1e-9)
-        assert radius.min() > widths.max() / 2.0 + 0.05, track
+        assert radius.min() > widths.max() / 2.0 + 0.02, track
 
 
 def test_random_tracks_cover_every_family_and_both_directions(random_tracks):

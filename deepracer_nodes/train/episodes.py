@@ -53,7 +53,7 @@ class Randomisation:
     # by the bilinear 4x reduction) look different; a policy must take both.
     resolutions: tuple[tuple[int, int], ...] = (MODEL_SIZE, MODEL_SIZE, (320, 240),
                                                 (spec.CAMERA.width, spec.CAMERA.height))
-    latency_s: tuple[float, float] = (0.0, 0.09)
+    latency_s: tuple[float, float] = (0.0, 0.12)
 
 
 # The simulator as the ROS stack runs it: default look, no jitter, model-size frames.

@@ -29,7 +29,7 @@ FAMILIES = ('blob', 'circuit', 'chicane')
 # A polygon refused at one length is tried again this much larger.
 GROWTH_PER_RETRY = 1.12
 # Floor left between the inner border of the tightest bend and the bend's centre.
-MIN_INNER_BORDER_RADIUS_M = 0.15
+MIN_INNER_BORDER_RADIUS_M = 0.08
 # Imperfections of real route files (see _shrunk).
 MAX_WIDTH_WANDER = 0.08
 MAX_WAYPOINT_JITTER_M = 0.015

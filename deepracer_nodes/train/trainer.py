@@ -11,10 +11,11 @@ which plain behaviour cloning never shows it (Ross et al., DAgger, 2011).
 Every episode is a new random track (tracks.py) in a new randomised world
 (episodes.py: mat colours, lighting, camera mount, render resolution, latency), and
 every batch is augmented (augment.py): the policy has to learn the markings, not the
-tracks. After each round the policy drives held-out random tracks it never trained on
-(the validation set that picks the round to export) and the bundled tracks (reported
-only). Everything is seeded: the same settings and seed give the same model (on the
-same number of threads).
+tracks. After each round the policy drives held-out random tracks it never trained on,
+in harder conditions than the simulator's defaults (the validation set that picks the
+round to export), and the bundled tracks as the simulator shows them (reported only).
+Everything is seeded: the same settings and seed give the same model (on the same
+number of threads).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from deepracer_nodes.sim import track_library
 from deepracer_nodes.sim.track import Track
 from deepracer_nodes.train.dataset import Dataset
 from deepracer_nodes.train.episodes import (
-    NO_RANDOMISATION, DriveConfig, Driver, drive, make_world)
+    NO_RANDOMISATION, DriveConfig, Driver, Randomisation, drive, make_world)
 from deepracer_nodes.train.evaluate import TrackResult, evaluate, expert_lap_time
 from deepracer_nodes.train.export import export_model
 from deepracer_nodes.train.network import PolicyNet
@@ -44,6 +45,10 @@ from deepracer_nodes.train.tracks import random_track
 
 LOG_FILE_NAME = 'training_log.json'
 CURVE_FILE_NAME = 'training_curve.png'
+# The held-out tracks are driven in harder conditions than the simulator's defaults, so
+# rounds that all drive the default look perfectly still differ: a randomised look,
+# camera mount jitter and 1.5 frames of latency.
+VALIDATION_CONDITIONS = Randomisation(latency_s=(0.1, 0.1))
 
 
 @dataclass
@@ -55,6 +60,7 @@ class RoundRecord:
     dataset_size: int
     collect_off_track_per_km: float
     loss: float
+    kl: float
     accuracy: float
     validation: list[dict] = field(default_factory=list)
     bundled: list[dict] = field(default_factory=list)
@@ -141,13 +147,14 @@ class Trainer:
             off_track += episode.off_track
             distance += episode.distance_m
             self.progress(f'round {round_index}: driving', 1)
-        loss, accuracy = self._train(round_index)
+        loss, kl, accuracy = self._train(round_index)
         record = RoundRecord(round=round_index, frames_added=added,
                              dataset_size=len(self.dataset),
                              collect_off_track_per_km=1000.0 * off_track / max(distance, 1.0),
-                             loss=loss, accuracy=accuracy)
-        record.validation = [r.to_dict() for r in self._evaluate(self.validation, True)]
-        record.bundled = [r.to_dict() for r in self._evaluate(self.bundled, False)]
+                             loss=loss, kl=kl, accuracy=accuracy)
+        record.validation = [r.to_dict() for r in self._evaluate(
+            self.validation, VALIDATION_CONDITIONS)]
+        record.bundled = [r.to_dict() for r in self._evaluate(self.bundled, NO_RANDOMISATION)]
         if self.best_round < 0 or record.validation_score >= \
                 self.records[self.best_round].validation_score:
             self.best_round = round_index
@@ -166,11 +173,16 @@ class Trainer:
         net.eval()
         return choose
 
-    def _train(self, round_index: int) -> tuple[float, float]:
-        """Train on the aggregate for one round's batches, cosine-decayed learning rate."""
+    def _train(self, round_index: int) -> tuple[float, float, float]:
+        """Train on the aggregate for one round's batches, cosine-decayed learning rate.
+
+        Returns the loss (cross-entropy with the soft labels), its excess over the labels'
+        own entropy (the KL divergence: 0 = the network gives exactly the labels) and the
+        accuracy (the argmax is the label's nearest action), over the round's last fifth.
+        """
         s = self.settings
         self.net.train()
-        losses, hits = [], []
+        losses, divergences, hits = [], [], []
         for step in range(s.batches_per_round):
             fraction = step / s.batches_per_round
             for group in self.optimiser.param_groups:
@@ -185,25 +197,21 @@ class Trainer:
             self.optimiser.zero_grad(set_to_none=True)
             loss.backward()
             self.optimiser.step()
+            entropy = float(-(target * torch.log(target.clamp_min(1e-12))).sum(dim=1).mean())
             losses.append(float(loss.detach()))
+            divergences.append(losses[-1] - entropy)
             hits.append(float((logits.argmax(1) == target.argmax(1)).float().mean()))
             self.progress(f'round {round_index}: training', 1)
         self.net.eval()
         tail = max(1, len(losses) // 5)  # the end of the round says where it got to
-        return float(np.mean(losses[-tail:])), float(np.mean(hits[-tail:]))
+        return tuple(float(np.mean(values[-tail:])) for values in (losses, divergences, hits))
 
-    def _evaluate(self, tracks: list[Track], randomised: bool) -> list[TrackResult]:
+    def _evaluate(self, tracks: list[Track], conditions: Randomisation) -> list[TrackResult]:
         s = self.settings
         driver = self.driver()
-        results = []
-        for k, track in enumerate(tracks):
-            # Half the validation tracks in a randomised world (fixed per track), half
-            # in the default look; the bundled tracks as `deepracer sim` shows them.
-            randomisation = s.randomisation if randomised and k % 2 else NO_RANDOMISATION
-            results.append(evaluate(driver, track, max(s.speeds_mps), s.validation_laps,
-                                    seed=1000 + k, randomisation=randomisation,
-                                    expert_time_s=self._expert_times[id(track)]))
-        return results
+        return [evaluate(driver, track, max(s.speeds_mps), s.validation_laps, seed=1000 + k,
+                         randomisation=conditions, expert_time_s=self._expert_times[id(track)])
+                for k, track in enumerate(tracks)]
 
     def best_net(self) -> PolicyNet:
         """The network of the round that drove the validation tracks best."""
@@ -233,35 +241,42 @@ class Trainer:
 
 
 def plot_training_curve(records: list[RoundRecord], best_round: int, path: Path) -> None:
-    """Loss/accuracy and evaluation laps/off-tracks per round, as a PNG."""
+    """Per round: how well the network fits the labels, how often it left the track
+    while collecting (with disturbances), and how it drove tracks it never trained on."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     rounds = [r.round for r in records]
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True)
-    top.plot(rounds, [r.loss for r in records], 'o-', color='tab:red', label='loss')
-    top.set_ylabel('cross-entropy (soft labels)')
-    twin = top.twinx()
+    figure, (fit, collect, drive_axes) = plt.subplots(3, 1, figsize=(7, 8.5), sharex=True)
+    fit.plot(rounds, [r.kl for r in records], 'o-', color='tab:red',
+             label='KL(labels || network)')
+    fit.set_ylabel('KL divergence')
+    twin = fit.twinx()
     twin.plot(rounds, [r.accuracy for r in records], 's-', color='tab:blue',
               label='accuracy (nearest action)')
     twin.set_ylabel('accuracy')
     twin.set_ylim(0, 1)
-    top.legend(loc='upper left')
-    twin.legend(loc='upper right')
-    top.set_title('Training on the aggregated data (end of each round)')
-    for name, key, style in (('held-out random tracks', 'validation', 'o-'),
+    fit.legend(loc='upper left', fontsize=8)
+    twin.legend(loc='lower right', fontsize=8)
+    fit.set_title('Fit to the teacher\'s labels on the aggregate (end of each round)')
+    collect.plot(rounds, [r.collect_off_track_per_km for r in records], 'o-', color='tab:purple')
+    collect.set_ylabel('off-tracks per km')
+    collect.set_title('Collection: teacher (round 0) then network driving, both disturbed')
+    for name, key, style in (('held-out random tracks (harder conditions)', 'validation', 'o-'),
                              ('bundled tracks', 'bundled', 's--')):
         laps = [sum(t['laps'] for t in getattr(r, key))
                 / max(1, sum(t['laps_wanted'] for t in getattr(r, key))) for r in records]
         off = [sum(t['off_track'] for t in getattr(r, key)) for r in records]
-        bottom.plot(rounds, laps, style, label=f'{name}: fraction of laps done')
-        bottom.plot(rounds, off, style, alpha=0.5, label=f'{name}: off-tracks')
-    bottom.axvline(best_round, color='grey', linestyle=':', label='exported round')
-    bottom.set_xlabel('DAgger round (0 = teacher only)')
-    bottom.set_ylabel('laps done / off-tracks')
-    bottom.legend(fontsize=8)
-    bottom.set_title('Driving after each round (never trained on these tracks)')
+        drive_axes.plot(rounds, laps, style, label=f'{name}: fraction of laps done')
+        drive_axes.plot(rounds, off, style, alpha=0.5, label=f'{name}: off-tracks')
+    drive_axes.axvline(best_round, color='grey', linestyle=':', label='exported round')
+    drive_axes.set_xlabel('DAgger round (0 = teacher only)')
+    drive_axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    drive_axes.set_ylabel('laps done / off-tracks')
+    drive_axes.legend(fontsize=7)
+    drive_axes.set_title('Driving after each round (tracks never trained on)')
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -31,13 +31,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument('--output', type=Path, default=DEFAULT_OUTPUT,
                         help='model folder to write (default: %(default)s)')
-    parser.add_argument('--seed', type=int, default=d.seed, help='random seed')
+    parser.add_argument('--seed', type=int, default=d.seed,
+                        help='random seed (default: %(default)s)')
     parser.add_argument('--iterations', type=int, default=d.rounds,
-                        help='DAgger rounds after the expert-only round 0')
+                        help='DAgger rounds after the expert-only round 0 (default: %(default)s)')
     parser.add_argument('--minutes', type=float, default=d.minutes,
-                        help='wall-clock budget: no round starts that would end past it')
+                        help='wall-clock budget in minutes: no round starts that would end '
+                             'past it (default: %(default)s)')
     parser.add_argument('--speed', type=float, nargs='+', default=list(d.speeds_mps),
-                        metavar='MPS', help='speed(s) of the action space, m/s, fastest first')
+                        metavar='MPS',
+                        help='speed(s) of the action space, m/s, fastest first (default: '
+                             '%(default)s)')
     parser.add_argument('--steering-count', type=int, default=d.steering_count,
                         help='steering angles of the action space (odd; -30..30 degrees)')
     parser.add_argument('--teacher-episodes', type=int, default=d.teacher_episodes,

@@ -242,7 +242,11 @@ def measure_neutral(stack: Stack, watcher: Watcher, fault, timeout_s: float = 3.
         if (throttle, steering) == (THROTTLE_NEUTRAL_NS, STEER_CENTRE_NS):
             neutral_at = time.monotonic()
             break
-        assert (throttle, steering) == (THROTTLE_1MPS_NS, STEER_LEFT_NS), \
+        # The channels are written one after the other, so a poll between the two writes
+        # sees one neutral and the other not yet: each channel holds its drive or neutral
+        # value, never anything else.
+        assert throttle in (THROTTLE_1MPS_NS, THROTTLE_NEUTRAL_NS) and \
+            steering in (STEER_LEFT_NS, STEER_CENTRE_NS), \
             f'unexpected duty cycles {throttle}, {steering} before neutral'
         driving += 1
         time.sleep(0.001)

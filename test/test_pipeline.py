@@ -126,8 +126,8 @@ def test_separate_processes_drive_and_watchdog_neutralises_a_killed_pipeline(
     # The policy dies mid-race: the servo's watchdog (250 ms after the last command, which
     # came at most one frame before the kill) must bring the car to neutral.
     inference.kill()
-    elapsed = wait_for(lambda: duty(root, THROTTLE) == THROTTLE_NEUTRAL_NS, 5.0)
-    assert elapsed is not None, 'throttle never returned to neutral'
+    elapsed = wait_for(lambda: (duty(root, THROTTLE), duty(root, STEERING)) ==
+                       (THROTTLE_NEUTRAL_NS, STEER_CENTRE_NS), 5.0)
+    assert elapsed is not None, 'the outputs never returned to neutral'
     assert elapsed <= spec.WATCHDOG_TIMEOUT_S + 0.15, f'neutral after {elapsed:.3f} s'
-    assert duty(root, STEERING) == STEER_CENTRE_NS
     assert servo.poll() is None and camera.poll() is None, 'the other nodes must keep running'

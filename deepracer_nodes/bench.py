@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from deepracer_nodes.ros_runtime import (
-    ros_graph, start_node_process, stop_processes, wait_for)
+    isolate_dds_domain, ros_graph, start_node_process, stop_processes, wait_for)
 
 # A frame rate is sustained when at most this share of frames is dropped and the latency
 # stays flat (p99 within this factor of p50).
@@ -588,15 +588,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--skip', nargs='*', default=[], choices=SECTIONS,
                         help='sections to leave out')
     parser.add_argument('--json', type=Path, default=None, help='also write the figures here')
-
-
-def isolate_dds_domain() -> int:
-    """A DDS domain of this run's own (inherited by the node processes), so another ROS
-    graph on this machine (a car stack, a simulation) neither feeds nor loads the measure."""
-    domain = 1 + os.getpid() % 100
-    os.environ['ROS_DOMAIN_ID'] = str(domain)
-    os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-    return domain
 
 
 def run(args: argparse.Namespace) -> int:

@@ -40,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='bundled track (' + ', '.join(track_library.track_names())
                              + ') or a DeepRacer route .npy file (default: %(default)s)')
     parser.add_argument('--laps', type=int, default=3, help='laps to race (default: 3)')
+    parser.add_argument('--ros-domain-id', type=int, default=None,
+                        help='DDS domain of the race, to watch it with ros2 tools '
+                             '(default: one of its own, so other ROS graphs on this '
+                             'machine never mix with it)')
     parser.add_argument('--model', default=spec.BUNDLED_MODEL,
                         help='model folder or name (default: the bundled %(default)s)')
     parser.add_argument('--max-speed-scale', type=float, default=1.0,
@@ -212,7 +216,7 @@ def _show(bar, state, green) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from deepracer_nodes.core.policy import ModelError
-    from deepracer_nodes.ros_runtime import ros_graph
+    from deepracer_nodes.ros_runtime import isolate_dds_domain, ros_graph
     from deepracer_nodes.sim import results as sim_results
     from deepracer_nodes.sim_node import load_track
 
@@ -220,6 +224,9 @@ def run(args: argparse.Namespace) -> int:
         check_arguments(args)
         model = resolve_model_folder(args.model)
         track = load_track(args.track)
+        # A race of its own: another simulation or a car stack on this machine must
+        # neither drive this car nor be driven by it.
+        domain = isolate_dds_domain(args.ros_domain_id)
     except (ValueError, ModelError) as error:
         print(f'deepracer sim: {error}', file=sys.stderr)
         return EXIT_CANNOT_START
@@ -228,7 +235,8 @@ def run(args: argparse.Namespace) -> int:
     output.mkdir(parents=True, exist_ok=True)
     print(f'racing {args.model} ({model}) on {track.name}: {args.laps} laps, '
           + ('as fast as possible' if args.real_time_factor == 0
-             else f'{args.real_time_factor:g}x real time'), file=sys.stderr)
+             else f'{args.real_time_factor:g}x real time')
+          + f', ROS domain {domain} on this host', file=sys.stderr)
     recorder = sim_results.RaceRecorder(keep_frames=args.video)
     with ros_graph() as context:
         try:

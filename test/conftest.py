@@ -28,10 +28,14 @@ def ros_context():
 
 @pytest.fixture
 def executor(ros_context):
-    """A multi-threaded executor on the private context; its nodes are destroyed after."""
-    from rclpy.executors import MultiThreadedExecutor
+    """A single-threaded executor on the private context; its nodes are destroyed after.
 
-    ex = MultiThreadedExecutor(num_threads=4, context=ros_context)
+    Single-threaded as the nodes' own main(): rclpy's MultiThreadedExecutor piles up
+    pending futures when spun with spin_once and slows a test to a crawl (profiled).
+    """
+    from rclpy.executors import SingleThreadedExecutor
+
+    ex = SingleThreadedExecutor(context=ros_context)
     yield ex
     for node in list(ex.get_nodes()):
         ex.remove_node(node)

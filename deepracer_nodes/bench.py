@@ -47,7 +47,8 @@ from pathlib import Path
 import numpy as np
 
 from deepracer_nodes.ros_runtime import (
-    isolate_dds_domain, ros_graph, start_node_process, stop_processes, wait_for)
+    isolate_dds_domain, ros_graph, set_remote_parameter, start_node_process, stop_processes,
+    wait_for)
 
 # A frame rate is sustained when at most this share of frames is dropped and the latency
 # stays flat (p99 within this factor of p50).
@@ -362,22 +363,10 @@ class CommandWatcher:
         return None
 
     def set_model(self, folder: Path, timeout_s: float = 30.0) -> None:
-        from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
-        from rcl_interfaces.srv import SetParameters
-
-        client = self.node.create_client(SetParameters, '/inference_node/set_parameters')
-        try:
-            if not client.wait_for_service(timeout_sec=timeout_s):
-                raise RuntimeError('the inference node offers no parameter service')
-            future = client.call_async(SetParameters.Request(parameters=[Parameter(
-                name='model', value=ParameterValue(type=ParameterType.PARAMETER_STRING,
-                                                   string_value=str(folder)))]))
-            _wait_until(future.done, timeout_s, 'the model swap got no reply')
-            result = future.result().results[0]
-            if not result.successful:
-                raise RuntimeError(f'model swap refused: {result.reason}')
-        finally:
-            self.node.destroy_client(client)
+        ok, reason = set_remote_parameter(self.node, 'inference_node', 'model', str(folder),
+                                          timeout_s)
+        if not ok:
+            raise RuntimeError(f'model swap refused: {reason}')
 
     def close(self) -> None:
         self._executor.shutdown(timeout_sec=2.0)

@@ -183,3 +183,25 @@ def wait_for(condition: Callable[[], bool], timeout_s: float,
             return time.monotonic() - started
         time.sleep(step_s)
     return None
+
+
+def set_remote_parameter(node, target_node: str, name: str, value: str,
+                         timeout_s: float = 10.0) -> tuple[bool, str]:
+    """Set a string parameter of another node, as `ros2 param set` does, through `node`,
+    which an executor spins on another thread; returns (successful, the node's reason)."""
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    client = node.create_client(SetParameters, f'/{target_node.lstrip("/")}/set_parameters')
+    try:
+        if not client.wait_for_service(timeout_sec=timeout_s):
+            return False, f'{target_node} offers no parameter service'
+        future = client.call_async(SetParameters.Request(parameters=[Parameter(
+            name=name, value=ParameterValue(type=ParameterType.PARAMETER_STRING,
+                                            string_value=value))]))
+        if wait_for(future.done, timeout_s, step_s=0.002) is None:
+            return False, 'no reply'
+        result = future.result().results[0]
+        return result.successful, result.reason
+    finally:
+        node.destroy_client(client)

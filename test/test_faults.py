@@ -31,9 +31,6 @@ import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import TwistStamped
-from rcl_interfaces.msg import Parameter as ParameterMsg
-from rcl_interfaces.msg import ParameterType, ParameterValue
-from rcl_interfaces.srv import SetParameters
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
@@ -43,7 +40,8 @@ from deepracer_nodes.core.drive import drive_to_twist
 from deepracer_nodes.core.policy import Policy
 from deepracer_nodes.core.sysfs_tree import duty_ns, make_pwm_tree
 from deepracer_nodes.ros_conversions import stamp_to_ns
-from deepracer_nodes.ros_runtime import call_set_bool, start_node_process, wait_for
+from deepracer_nodes.ros_runtime import (
+    call_set_bool, set_remote_parameter, start_node_process, wait_for)
 
 STEERING, THROTTLE = spec.PWM.steering_channel, spec.PWM.throttle_channel
 STEER_LEFT_NS, STEER_CENTRE_NS = 1_700_000, 1_450_000   # factory calibration, +30 deg / 0
@@ -139,22 +137,7 @@ class Watcher:
     def set_parameter(self, node_name: str, name: str, value: str,
                       timeout_s: float = 10.0) -> tuple[bool, str]:
         """SetParameters on another process's node, as `ros2 param set` does."""
-        client = self.node.create_client(SetParameters, f'/{node_name}/set_parameters')
-        try:
-            assert client.wait_for_service(timeout_sec=timeout_s), f'no {node_name} parameters'
-            request = SetParameters.Request(parameters=[ParameterMsg(
-                name=name, value=ParameterValue(type=ParameterType.PARAMETER_STRING,
-                                                string_value=value))])
-            future = client.call_async(request)
-            deadline = time.monotonic() + timeout_s
-            while not future.done() and time.monotonic() < deadline:
-                time.sleep(0.002)
-            if not future.done():
-                return False, 'no reply'
-            result = future.result().results[0]
-            return result.successful, result.reason
-        finally:
-            self.node.destroy_client(client)
+        return set_remote_parameter(self.node, node_name, name, value, timeout_s)
 
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=2.0)
